@@ -1,0 +1,398 @@
+"""The command line: parse, wire real collaborators from Settings, print, set the exit code.
+
+Exit codes: 0 success, 1 a run failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from etl.config import AccountConfig, Settings, load_settings
+from etl.db.accounts import upsert_accounts
+from etl.db.engine import engine_from_settings, stop_embedded
+from etl.errors import ConfigError, EtlError
+from etl.logs import setup_logging
+
+if TYPE_CHECKING:
+    from etl.api.client import CdrApiClient
+    from etl.backfill import Progress
+    from etl.db.state import RunFigures
+    from etl.pipeline import Source
+    from etl.sync import AccountResult
+
+log = logging.getLogger("etl")
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class App:
+    """What every command needs, built once from the settings."""
+
+    settings: Settings
+    _engine: Engine | None = field(default=None, repr=False)
+    account_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engine_from_settings(self.settings)
+        return self._engine
+
+    def sync_accounts(self) -> dict[str, int]:
+        """Upsert the configured accounts (by name) and remember their ids."""
+        self.account_ids = upsert_accounts(self.engine, self.settings.accounts)
+        return self.account_ids
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        stop_embedded()
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class Fail(EtlError):
+    """A run failed: the message is printed as one line and the exit code is 1."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    envvar="CDR_ETL_CONFIG",
+    help="TOML settings file [env CDR_ETL_CONFIG; default ./cdr-etl.toml if present].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level [env CDR_ETL_LOG_LEVEL; default INFO].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log format: text for a terminal, json for containers [env CDR_ETL_LOG_FORMAT].",
+)
+@click.version_option(package_name="cdr-etl")
+@click.pass_context
+def cli(
+    ctx: click.Context, config_file: Path | None, log_level: str | None, log_format: str | None
+) -> None:
+    """Keep PostgreSQL in step with the call detail records of CallMyWay accounts.
+
+    Settings come from a TOML file and CDR_ETL_* environment variables (environment wins).
+    Without CDR_ETL_DATABASE_URL the commands use an embedded PostgreSQL server kept in
+    CDR_ETL_HOME. Run `cdr-etl demo` for a tour that needs no credentials.
+    """
+    import os
+
+    env = dict(os.environ)
+    if config_file is not None:
+        env["CDR_ETL_CONFIG"] = str(config_file)
+    settings = load_settings(env, log_level=log_level, log_format=log_format)
+    setup_logging(settings.log_level, settings.log_format)
+    app = App(settings)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@cli.command()
+@pass_app
+def migrate(app: App) -> None:
+    """Bring the database schema to the newest revision (safe to run again)."""
+    from etl.db.migrate import current_revision, head_revision, upgrade
+
+    before = current_revision(app.engine)
+    upgrade(app.engine)
+    head = head_revision()
+    app.sync_accounts()
+    if before == head:
+        console.print(f"schema already at revision {head}")
+    else:
+        console.print(f"schema migrated from {before or 'empty'} to revision {head}")
+
+
+@cli.command()
+@pass_app
+def status(app: App) -> None:
+    """Show each account: watermarks and lag per pass, last run, rows stored, rejects."""
+    from etl.status import account_status, render_status
+
+    _require_schema(app)
+    app.sync_accounts()
+    render_status(console, account_status(app.engine, app.settings))
+
+
+def _require_schema(app: App) -> None:
+    from etl.db.migrate import current_revision, head_revision
+
+    current = current_revision(app.engine)
+    if current != head_revision():
+        raise ConfigError(
+            f"database: schema is at revision {current or 'empty'}, not "
+            f"{head_revision()}; run `cdr-etl migrate` first"
+        )
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        _die(2, str(exc))
+    except OperationalError as exc:
+        _die(1, f"database: {_first_line(exc.orig or exc)}")
+    except EtlError as exc:
+        _die(1, str(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _die(code: int, message: str) -> NoReturn:
+    err_console.print(f"cdr-etl: error: {message}", markup=False, highlight=False)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    with _errors():
+        try:
+            code = cli.main(args=argv, prog_name="cdr-etl", standalone_mode=False)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            _die(1, "aborted")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# --- wiring of the sync commands -------------------------------------------------------------
+
+
+def _client(app: App) -> CdrApiClient:
+    from etl.api.client import CdrApiClient, RetryPolicy
+
+    api = app.settings.api
+    return CdrApiClient(
+        api.url,
+        timeout=api.timeout.total_seconds(),
+        fmt=api.format,
+        retry=RetryPolicy(
+            max_attempts=api.max_attempts, max_total=api.max_retry_time.total_seconds()
+        ),
+        allow_http=api.allow_http,
+        recent_timeout=api.recent_timeout.total_seconds(),
+    )
+
+
+def _sources(
+    app: App, client: CdrApiClient, names: tuple[str, ...]
+) -> list[tuple[AccountConfig, Source]]:
+    from etl.api.client import Credentials
+    from etl.pipeline import Source
+
+    chosen = app.settings.select_accounts(names)
+    passwords = {account.name: account.password() for account in chosen}  # fail before work
+    _require_schema(app)
+    ids = app.sync_accounts()
+    return [
+        (
+            account,
+            Source(
+                client,
+                Credentials(account.username, passwords[account.name]),
+                ids[account.name],
+                account.tz,
+                app.settings.api.page_size,
+            ),
+        )
+        for account in chosen
+    ]
+
+
+def _run_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def _print_results(results: list[AccountResult]) -> None:
+    from rich.table import Table
+
+    table = Table(title_justify="left")
+    for column in ("account", "status", "windows", "pages", "requests", "retries", "fetched",
+                   "inserted", "updated", "unchanged", "rejected", "seconds"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("account", "status") else "right")
+    for r in results:
+        f = r.figures
+        table.add_row(
+            r.account, r.status, *(str(v) for v in (f.windows, f.pages, f.requests, f.retries,
+            f.fetched, f.inserted, f.updated, f.unchanged, f.rejected)), f"{r.seconds:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    for r in results:
+        if r.error and r.status != "ok":
+            target = err_console if r.status == "failed" else console
+            target.print(f"{r.account}: {r.status}: {r.error}", markup=False, highlight=False)
+
+
+@cli.command()
+@click.option(
+    "--account", "names", multiple=True, metavar="NAME",
+    help="Account to sync (repeatable). Default: every configured account.",
+)  # fmt: skip
+@pass_app
+def sync(app: App, names: tuple[str, ...]) -> int:
+    """One incremental run: read every due window of every pass for the accounts.
+
+    Each pass (sync.passes, default 2m, 1h, 24h) keeps its own watermark on the provider's
+    wall clock and reads each window once, so late CDRs are caught a known number of
+    times. Accounts run concurrently (sync.concurrency). An account another process is
+    syncing right now is skipped with a message. Exit 1 if any account failed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from etl.sync import sync_account
+    from etl.windows import utc_now
+
+    with _client(app) as client:
+        sources = _sources(app, client, names)
+        run_id, now = _run_id(), utc_now()
+        with ThreadPoolExecutor(min(app.settings.sync.concurrency, len(sources))) as pool:
+            results = list(
+                pool.map(
+                    lambda pair: sync_account(
+                        app.engine, pair[1], pair[0], app.settings.sync, now, run_id
+                    ),
+                    sources,
+                )
+            )
+    _print_results(results)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _wall_clock(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    from datetime import datetime
+
+    if value is None:
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(value.strip(), fmt)  # noqa: DTZ007 - provider wall clock
+        except ValueError:
+            continue
+    raise click.BadParameter(f"expected 'YYYY-MM-DD HH:MM:SS' (provider local time), got {value!r}")
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
+    from etl.config import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command()
+@click.option("--account", "name", required=True, metavar="NAME", help="The account to read.")
+@click.option(
+    "--start", required=True, callback=_wall_clock, metavar="'YYYY-MM-DD HH:MM:SS'",
+    help="Start of the range, on the provider's clock (the account's time zone).",
+)  # fmt: skip
+@click.option(
+    "--end", required=True, callback=_wall_clock, metavar="'YYYY-MM-DD HH:MM:SS'",
+    help="End of the range, on the provider's clock.",
+)  # fmt: skip
+@click.option(
+    "--window", callback=_duration, metavar="DURATION",
+    help="Size of one by-date query (default: sync.window, 1h).",
+)  # fmt: skip
+@click.option(
+    "--concurrency", type=click.IntRange(1, 32), metavar="N",
+    help="Windows read at once (default: sync.backfill_concurrency, 3).",
+)  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+@pass_app
+def backfill(
+    app: App,
+    name: str,
+    start: datetime,
+    end: datetime,
+    window: timedelta | None,
+    concurrency: int | None,
+    no_progress: bool,
+) -> int:
+    """Read a date range of one account once, in windows, with a progress bar.
+
+    Resumable: after a crash, the same command skips the windows already stored. Once a
+    range is complete, asking for it again reads it again (for a day that needs a
+    re-read). The incremental watermarks are left alone, so a backfill may run beside
+    the daemon.
+    """
+    from etl.backfill import backfill_account
+
+    if end <= start:
+        raise click.BadParameter("must be after --start", param_hint="'--end'")
+    size = window or app.settings.sync.window
+    with _client(app) as client, _progress(no_progress) as progress:
+        ((account, source),) = _sources(app, client, (name,))
+        result = backfill_account(
+            app.engine, source, account.name, start, end, size, _run_id(),
+            concurrency=concurrency or app.settings.sync.backfill_concurrency,
+            progress=progress,
+        )  # fmt: skip
+    _print_results([result])
+    return 0 if result.ok else 1
+
+
+@contextmanager
+def _progress(disabled: bool) -> Iterator[Progress | None]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if disabled or not err_console.is_terminal:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("windows"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rows]:,} CDRs"), TextColumn("{task.fields[rate]:,.0f}/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+    )  # fmt: skip
+    task = bar.add_task("backfill", total=None, rows=0, rate=0.0)
+    began = time.monotonic()
+    rows = 0
+
+    def update(done: int, total: int, delta: RunFigures) -> None:
+        nonlocal rows
+        rows += delta.fetched
+        rate = rows / max(time.monotonic() - began, 1e-6)
+        bar.update(task, completed=done, total=total, rows=rows, rate=rate)
+
+    with bar:
+        yield update

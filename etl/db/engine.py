@@ -1,0 +1,85 @@
+"""Engines: the configured database URL, or the embedded PostgreSQL server (pgserver)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Engine, create_engine, event
+
+from etl.config import Settings
+from etl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "cdr_etl"
+_servers: dict[Path, Any] = {}
+
+
+def embedded_url(home: Path, database: str = EMBEDDED_DATABASE) -> str:
+    """Start (or reuse) the embedded PostgreSQL server in `home`/pgdata; return its URL.
+
+    The server is started by the first process that needs it and stopped when the last
+    process using it exits (pgserver keeps the list of handles in the data folder).
+    """
+    pgdata = (home / "pgdata").resolve()
+    server = _servers.get(pgdata)
+    if server is None:
+        try:
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.simplefilter("ignore")
+                import pgserver
+        except ImportError:
+            raise ConfigError(
+                "CDR_ETL_DATABASE_URL: not set and the embedded server is not installed; "
+                "install it with `pip install 'cdr-etl[embedded]'` (Python 3.10-3.12) or set "
+                "CDR_ETL_DATABASE_URL=postgresql+psycopg://user@host/db"
+            ) from None
+        pgdata.mkdir(parents=True, exist_ok=True)
+        log.info("starting the embedded PostgreSQL server in %s", pgdata)
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        _servers[pgdata] = server
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+        if "1 row" not in exists:
+            server.psql(f'CREATE DATABASE "{database}";')
+    info = server.get_postmaster_info()
+    if info.socket_dir is not None:
+        host = quote(str(info.socket_dir))
+        return f"postgresql+psycopg://postgres@/{database}?host={host}&port={info.port}"
+    return f"postgresql+psycopg://postgres@{info.hostname}:{info.port}/{database}"
+
+
+def stop_embedded() -> None:
+    """Release this process's handle on the embedded servers (stops them if last)."""
+    while _servers:
+        _, server = _servers.popitem()
+        server.cleanup()
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_url(settings.home)
+
+
+def make_engine(url: str, *, pool_size: int = 8, application_name: str = "cdr-etl") -> Engine:
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"application_name": application_name, "connect_timeout": 10},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.commit()
+
+    return engine
+
+
+def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
+    return make_engine(database_url(settings), **kwargs)

@@ -1,0 +1,238 @@
+"""The database schema as SQLAlchemy 2 models. Alembic migrations are checked against it.
+
+Times the provider gives are stored as timestamptz (converted from the account's zone);
+positions on the provider's wall clock (watermarks, windows) are stored as naive
+`timestamp` because that is what the API filters on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TZ = DateTime(timezone=True)
+WALL = DateTime(timezone=False)  # the provider's naive local wall clock
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Any:
+    return mapped_column(TZ, nullable=False, server_default=func.now())
+
+
+class Account(Base):
+    """One CallMyWay account as configured. Never a password."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    username: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Cdr(Base):
+    """One CDR leg: typed columns named as the API fields, plus the raw record whole."""
+
+    __tablename__ = "cdrs"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    callid: Mapped[str] = mapped_column(Text, primary_key=True)
+    original_callid: Mapped[str | None] = mapped_column(Text)
+    ref_callid: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str | None] = mapped_column(Text)
+    ani: Mapped[str | None] = mapped_column(Text)
+    dnis: Mapped[str | None] = mapped_column(Text)
+    ani_user: Mapped[str | None] = mapped_column(Text)
+    dnis_user: Mapped[str | None] = mapped_column(Text)
+    name_endpoint_ani: Mapped[str | None] = mapped_column(Text)
+    name_endpoint_dnis: Mapped[str | None] = mapped_column(Text)
+    route_name: Mapped[str | None] = mapped_column(Text)
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    duration: Mapped[int | None] = mapped_column(Integer)
+    ring_time: Mapped[int | None] = mapped_column(Integer)
+    detect_time: Mapped[datetime | None] = mapped_column(TZ)
+    connect_time: Mapped[datetime | None] = mapped_column(TZ)
+    disconnect_time: Mapped[datetime | None] = mapped_column(TZ)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    content_hash: Mapped[str] = mapped_column(String(32))
+    first_seen_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        Index(None, "account_id", "detect_time"),
+        Index(None, "original_callid"),
+    )
+
+
+class Watermark(Base):
+    """How far each pass of the incremental sync has read, on the provider's wall clock."""
+
+    __tablename__ = "watermarks"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    pass_name: Mapped[str] = mapped_column(Text, primary_key=True)  # its delay: "2m", "1h"...
+    position: Mapped[datetime] = mapped_column(WALL)
+    updated_at: Mapped[datetime] = _now()
+
+
+class Run(Base):
+    """The audit trail: one row per account per run of any kind."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    run_id: Mapped[str] = mapped_column(Text)  # shared by the accounts of one invocation
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)  # sync | backfill | verify | live
+    range_start: Mapped[datetime | None] = mapped_column(WALL)
+    range_end: Mapped[datetime | None] = mapped_column(WALL)
+    windows: Mapped[int] = mapped_column(Integer, server_default="0")
+    pages: Mapped[int] = mapped_column(Integer, server_default="0")
+    requests: Mapped[int] = mapped_column(Integer, server_default="0")
+    retries: Mapped[int] = mapped_column(Integer, server_default="0")
+    fetched: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    inserted: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    unchanged: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    rejected: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    status: Mapped[str] = mapped_column(Text, server_default="running")  # running|ok|failed
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'ok', 'failed', 'skipped')", name="status"),
+        Index(None, "account_id", "started_at"),
+    )
+
+
+class Reject(Base):
+    """A record that could not be normalized, kept whole with the reason. One row per
+    distinct raw record; `times_seen` counts the reads that met it again."""
+
+    __tablename__ = "rejects"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    callid: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    raw_hash: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str | None] = mapped_column(Text)
+    times_seen: Mapped[int] = mapped_column(Integer, server_default="1")
+    first_seen_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index(None, "account_id", "raw_hash", unique=True),)
+
+
+class LiveCall(Base):
+    """The latest snapshot of calls in progress, replaced whole at each snapshot."""
+
+    __tablename__ = "live_calls"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    callid: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[str] = mapped_column(Text)  # ringing | talking
+    type: Mapped[str | None] = mapped_column(Text)
+    ani: Mapped[str | None] = mapped_column(Text)
+    dnis: Mapped[str | None] = mapped_column(Text)
+    ani_user: Mapped[str | None] = mapped_column(Text)
+    dnis_user: Mapped[str | None] = mapped_column(Text)
+    detect_time: Mapped[datetime | None] = mapped_column(TZ)
+    connect_time: Mapped[datetime | None] = mapped_column(TZ)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    snapshot_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class LiveSample(Base):
+    """Concurrent calls over time: one row per account per snapshot."""
+
+    __tablename__ = "live_samples"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    sampled_at: Mapped[datetime] = mapped_column(TZ)
+    active: Mapped[int] = mapped_column(Integer)
+    ringing: Mapped[int] = mapped_column(Integer)
+    talking: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index(None, "account_id", "sampled_at"),)
+
+
+class Backfill(Base):
+    """One backfill request: a range of one account read once, window by window."""
+
+    __tablename__ = "backfills"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    range_start: Mapped[datetime] = mapped_column(WALL)
+    range_end: Mapped[datetime] = mapped_column(WALL)
+    window_seconds: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text, server_default="running")  # running | done
+    created_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+
+    __table_args__ = (Index(None, "account_id", "range_start", "range_end"),)
+
+
+class BackfillWindow(Base):
+    """A window of a backfill that is stored: a re-run after a crash skips it."""
+
+    __tablename__ = "backfill_windows"
+
+    backfill_id: Mapped[int] = mapped_column(
+        ForeignKey("backfills.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_start: Mapped[datetime] = mapped_column(WALL, primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(WALL)
+    fetched: Mapped[int] = mapped_column(Integer)
+    done_at: Mapped[datetime] = _now()
+
+
+accounts = Account.__table__
+cdrs = Cdr.__table__
+watermarks = Watermark.__table__
+runs = Run.__table__
+rejects = Reject.__table__
+live_calls = LiveCall.__table__
+live_samples = LiveSample.__table__
+backfills = Backfill.__table__
+backfill_windows = BackfillWindow.__table__
+metadata = Base.metadata

@@ -1,0 +1,73 @@
+"""Window planning, pure: which ranges of the provider's wall clock are due for reading.
+
+The API filters on naive local strings in the provider's zone, so windows are planned on
+that wall clock: a DST change then neither skips nor doubles a range (the repeated hour of
+a fall-back is one wall-clock range, read once, after both of its occurrences have passed;
+the missing hour of a spring-forward is a range that simply holds nothing).
+
+Windows are closed ranges `[start, end]` whose adjacent members share their boundary
+second (the API's bound inclusiveness is not stated; dedup makes the overlap harmless).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A range of the provider's wall clock (naive datetimes), read as one by-date query."""
+
+    start: datetime
+    end: datetime
+
+    def __str__(self) -> str:
+        return f"{self.start:{FORMAT}} .. {self.end:{FORMAT}}"
+
+
+def wall_clock(now: datetime, tz: ZoneInfo) -> datetime:
+    """The provider's wall-clock reading at the aware instant `now`, to the second."""
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    return now.astimezone(tz).replace(tzinfo=None, microsecond=0)
+
+
+def split(start: datetime, end: datetime, size: timedelta) -> list[Window]:
+    """Cut `[start, end]` into consecutive windows of at most `size`."""
+    if size <= timedelta(0):
+        raise ValueError("window size must be positive")
+    windows: list[Window] = []
+    cursor = start
+    while cursor < end:
+        stop = min(cursor + size, end)
+        windows.append(Window(cursor, stop))
+        cursor = stop
+    return windows
+
+
+def due_windows(
+    position: datetime | None,
+    now: datetime,
+    tz: ZoneInfo,
+    *,
+    delay: timedelta,
+    size: timedelta,
+    initial_lookback: timedelta,
+) -> list[Window]:
+    """The windows one pass must read now: from its watermark `position` (or, for a new
+    account, `initial_lookback` before now) up to `delay` before now, on the wall clock.
+
+    Nothing is due while the wall clock is behind the watermark (the hour after a
+    fall-back): the watermark never moves backwards.
+    """
+    local_now = wall_clock(now, tz)
+    start = position if position is not None else local_now - initial_lookback
+    return split(start, local_now - delay, size)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
