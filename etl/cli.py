@@ -168,7 +168,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _die(code: int, message: str) -> NoReturn:
-    err_console.print(f"cdr-etl: error: {message}", markup=False, highlight=False)
+    click.echo(f"cdr-etl: error: {message}", err=True)
     sys.exit(code)
 
 
@@ -250,8 +250,7 @@ def _print_results(results: list[AccountResult]) -> None:
     console.print(table)
     for r in results:
         if r.error and r.status != "ok":
-            target = err_console if r.status == "failed" else console
-            target.print(f"{r.account}: {r.status}: {r.error}", markup=False, highlight=False)
+            click.echo(f"{r.account}: {r.status}: {r.error}", err=r.status == "failed")
 
 
 @cli.command()
@@ -396,3 +395,39 @@ def _progress(disabled: bool) -> Iterator[Progress | None]:
 
     with bar:
         yield update
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on (0: any free port).")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; loopback unless told otherwise.")  # fmt: skip
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the data.")
+@click.option(
+    "--faults", default="", metavar="SPEC",
+    help="Misbehaviour by rate, e.g. 'error_5xx=0.1,rate_429=0.05,page_cap=300,late_rate=0.1'.",
+)  # fmt: skip
+@click.option("--days", type=float, default=30.0, show_default=True,
+              help="Days of history before now.")  # fmt: skip
+@click.option("--calls-per-hour", type=float, default=60.0, show_default=True)
+def simulate(
+    port: int, host: str, seed: int, faults: str, days: float, calls_per_hour: float
+) -> None:
+    """Serve the bundled simulator of getCdrs.php until Ctrl-C or SIGTERM.
+
+    It serves every mode (by date, live=1, recent=1) and format (json, csv, html) of the
+    API for the demo account: username 8569841, password 01234567891, zone
+    America/Costa_Rica, with realistic generated CDRs that keep coming as time passes.
+    """
+    from etl.simulator import Faults, SimulatorServer, serve
+
+    try:
+        spec = Faults.parse(faults) if faults else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--faults'") from None
+
+    def ready(server: SimulatorServer) -> None:
+        click.echo(f"simulator serving {server.url} (username 8569841, password 01234567891)")
+
+    serve(port=port, seed=seed, host=host, faults=spec, days=days,
+          calls_per_hour=calls_per_hour, on_ready=ready)  # fmt: skip

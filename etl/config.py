@@ -50,8 +50,11 @@ def parse_duration(value: object) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
+    """The short form of a duration: 30s, 5m, 24h, 7d (days only from two days up)."""
     seconds = int(value.total_seconds())
-    for unit in ("d", "h", "m"):
+    if seconds and seconds % 86400 == 0 and seconds >= 2 * 86400:
+        return f"{seconds // 86400}d"
+    for unit in ("h", "m"):
         if seconds and seconds % _UNITS[unit] == 0:
             return f"{seconds // _UNITS[unit]}{unit}"
     return f"{seconds}s"

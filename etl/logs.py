@@ -6,16 +6,19 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from etl.redact import RedactingFilter
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "log_context", default=MappingProxyType({})
+)
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -86,4 +89,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     # httpx logs every request URL at INFO, and the URL carries the password.
     for name in ("httpx", "httpcore", "hpack"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    for name in ("apscheduler", "alembic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

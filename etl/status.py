@@ -49,7 +49,7 @@ def account_status(
                     select(watermarks.c.pass_name, watermarks.c.position).where(
                         watermarks.c.account_id == account["id"]
                     )
-                ).tuples()
+                ).all()
             )
             for name in sorted(configured | set(marks), key=_delay_order):
                 position = marks.get(name)
@@ -115,10 +115,10 @@ def render_status(console: Console, statuses: list[AccountStatus]) -> None:
         console.print("no accounts: configure one (see `cdr-etl --help`) and run a command")
         return
     for status in statuses:
-        table = Table(
-            title=f"{status.name}  (endpoint {status.username}, {status.timezone})",
-            title_justify="left",
+        console.print(
+            f"[bold]{status.name}[/bold]  endpoint {status.username}, clock {status.timezone}"
         )
+        table = Table()
         table.add_column("pass")
         table.add_column("watermark (provider clock)")
         table.add_column("lag", justify="right")

@@ -50,7 +50,7 @@ def read_watermarks(conn: Connection, account_id: int) -> dict[str, datetime]:
             watermarks.c.account_id == account_id
         )
     )
-    return dict(rows.tuples())
+    return {name: position for name, position in rows}
 
 
 def advance_watermark(

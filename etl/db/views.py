@@ -1,0 +1,694 @@
+"""Views for BI: the usual telecom figures as plain SQL views (created by Alembic revision 0002).
+
+This module is the one place their SQL lives: the migration imports it. A later change to a
+view needs a new Alembic revision that replaces it (`CREATE OR REPLACE VIEW` or drop and
+create); edit the constants here together with that revision, never silently.
+
+Rules shared by every view
+--------------------------
+- **Trunk leg**: a leg with a real `ref_callid` (not null, not `'0'`).
+- **Agent leg**: a leg that is not a trunk leg and whose `original_callid` equals the
+  `ref_callid` of a trunk leg of the same account (one leg per agent an inbound call rang).
+- **Call**: every leg that is not an agent leg is a call of its own (a trunk leg, an
+  outbound leg, an internal call, a feature code...); an agent leg belongs to its trunk
+  leg's call (if several trunk legs share that `ref_callid`, to the one with the smallest
+  `callid`). So calls = legs - agent legs. An agent leg whose trunk leg is not (yet) stored
+  counts as a call of its own.
+- **Start** of a leg: `coalesce(detect_time, connect_time, disconnect_time)`. A call starts
+  when its trunk leg starts (an agent leg whose trunk has no time at all: at its own start).
+- **Day / hour**: the call's start on the account's own clock (`accounts.timezone`): a call
+  at 23:30 in Costa Rica counts on that Costa Rica day, not on the UTC day. Every leg of a
+  call counts on the day of the call's start, so per-day legs add up across views. Legs with
+  no time at all have no day and are left out of the per-day and per-hour views.
+- **Answered**: a leg with `duration > 0`; a call is answered when one of its legs is.
+- **Direction** of a leg: its `type` when it is `incoming` or `outgoing`; a null `type` is
+  `incoming` for trunk and agent legs (part of an inbound call) and `outgoing` otherwise
+  (an internal call or a feature code is placed by its `ani_user`); any other `type` text
+  counts as `outgoing`. The **endpoint** of a leg is `dnis_user` (and
+  `name_endpoint_dnis`) when incoming, `ani_user` (and `name_endpoint_ani`) otherwise.
+
+Views and their columns
+-----------------------
+`v_call_legs`: one row per CDR leg, classified (the building block of the others).
+    account_id, account_name; callid; call_id (the call it belongs to: its trunk leg's
+    callid for an agent leg, else its own callid); role (`trunk` | `agent` | `single`);
+    direction (`incoming` | `outgoing`); endpoint, endpoint_name; type, end_reason,
+    duration, ring_time (as stored; a negative ring_time stays negative); answered
+    (duration > 0); leg_start, call_start (timestamptz); day (date on the account's
+    clock); hour_start (timestamptz: start of the call's hour on the account's clock).
+
+`v_daily_account`: one row per account and local day with at least one call.
+    account_id, account_name, day; legs; calls; answered (answered calls); minutes
+    (sum of duration / 60 over answered legs, numeric rounded to 2: leg minutes, so an
+    inbound call's trunk and agent legs both count); asr (answered / calls, numeric
+    rounded to 4); acd (average talk seconds of the answered calls, rounded to 2: a call's
+    talk seconds are the longest duration among its legs, i.e. the caller's connected
+    time); end_ok, end_cancelled, end_no_answer, end_temporarily_unavailable,
+    end_not_found, end_decline, end_service_unavailable, end_other (legs by end_reason;
+    end_other holds every other value, "" and null included; they add up to legs).
+
+`v_hourly_account`: the same figures per account and local hour.
+    account_id, account_name, day, hour_start (timestamptz), local_hour (the hour on the
+    account's wall clock; a repeated DST hour shows twice, with distinct hour_start), then
+    legs ... end_other as in v_daily_account.
+
+`v_daily_endpoint`: one row per account, local day and endpoint.
+    account_id, account_name, day, endpoint, endpoint_name (the latest non-null name
+    seen that day); legs (legs offered to or placed by the endpoint); incoming_legs,
+    outgoing_legs; answered (legs with duration > 0); talk_seconds (their duration);
+    ring_seconds (sum of ring_time with negative values clamped to 0).
+
+`v_inbound_calls`: one row per inbound call: each trunk leg with its agent legs (a trunk
+leg with no agent leg is still a row), plus each direct inbound leg (`type = incoming`,
+not a trunk leg, `original_callid` null or its own callid).
+    account_id, account_name; call_id (the trunk leg's callid); customer_number (its
+    ani); did (its dnis); started_at (timestamptz); day (local date); ended_at (latest
+    disconnect_time of its legs); answered (some leg with duration > 0, as in
+    v_daily_account); agent_answered (an agent leg with duration > 0); answered_by,
+    answered_by_name (the endpoint of the answering leg: the first agent leg to answer,
+    else, when only the trunk leg was answered, its receiving endpoint, e.g. the IVR;
+    null when unanswered); wait_seconds (from started_at until the answering leg
+    connected, or until ended_at when unanswered; never negative); talk_seconds (the
+    answering leg's duration; 0 when unanswered); legs (1 + its agent legs).
+
+`v_sync_health`: one row per account.
+    account_id, account_name, timezone; watermarks (jsonb: pass -> {position,
+    lag_seconds}); newest_position, oldest_position (the most and least advanced
+    pass); lag_seconds, max_lag_seconds (now on the account's wall clock minus
+    newest_position, resp. oldest_position, in whole seconds); last_run_kind,
+    last_run_status, last_run_started_at, last_run_finished_at, last_run_error (the
+    latest run of any kind); last_success_at (finished_at of the latest successful sync
+    run); newest_cdr_at (latest detect_time stored); rows_stored (cdrs rows); rejects
+    (distinct rejected records); failed_runs_24h (runs failed in the last 24 hours).
+
+`v_live_concurrency`: one row per account and minute with live samples.
+    account_id, account_name, minute (timestamptz), local_minute (account's wall
+    clock); samples; max_active, max_ringing, max_talking.
+
+Efficiency: one pass over `cdrs` with hash joins and aggregates (no per-row subquery);
+agent legs are found from their trunk leg through the `original_callid` index; per-account
+figures of v_sync_health use LATERAL lookups on the (account_id, ...) indexes, one per
+account, not per row. Filter the views on `account_id` to read one account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "END_REASONS",
+    "VIEWS",
+    "View",
+    "create_statements",
+    "drop_statements",
+]
+
+END_REASONS: tuple[str, ...] = (
+    "OK",
+    "CANCELLED",
+    "NO_ANSWER",
+    "TEMPORARILY_UNAVAILABLE",
+    "NOT_FOUND",
+    "DECLINE",
+    "SERVICE_UNAVAILABLE",
+)
+"""The end reasons with a column of their own (`end_<lower case>`); the rest is `end_other`."""
+
+
+@dataclass(frozen=True)
+class View:
+    """A view: its name, its SELECT, and what it and each of its columns mean."""
+
+    name: str
+    comment: str
+    select: str
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def create(self) -> str:
+        return f"CREATE VIEW {self.name} AS\n{self.select.strip()}"
+
+    def drop(self) -> str:
+        return f"DROP VIEW IF EXISTS {self.name}"
+
+    def comments(self) -> list[str]:
+        """COMMENT ON VIEW, then COMMENT ON COLUMN for each described column."""
+        statements = [f"COMMENT ON VIEW {self.name} IS {_literal(self.comment)}"]
+        statements += [
+            f"COMMENT ON COLUMN {self.name}.{column} IS {_literal(text)}"
+            for column, text in self.columns.items()
+        ]
+        return statements
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- v_call_legs -------------------------------------------------------------------------
+
+_LEG_START = "coalesce({t}.detect_time, {t}.connect_time, {t}.disconnect_time)"
+
+V_CALL_LEGS = View(
+    name="v_call_legs",
+    comment=(
+        "One row per CDR leg with its call (call_id), role (trunk, agent, single), "
+        "direction, endpoint and the local day and hour of its call. Agent leg: not a "
+        "trunk leg, original_callid = a trunk leg's ref_callid (same account); every other "
+        "leg is a call of its own."
+    ),
+    select=f"""
+SELECT
+    l.account_id,
+    l.account_name,
+    l.callid,
+    l.call_id,
+    l.role,
+    l.direction,
+    CASE WHEN l.direction = 'incoming' THEN l.dnis_user ELSE l.ani_user END AS endpoint,
+    CASE
+        WHEN l.direction = 'incoming' THEN l.name_endpoint_dnis
+        ELSE l.name_endpoint_ani
+    END AS endpoint_name,
+    l.type,
+    l.end_reason,
+    l.duration,
+    l.ring_time,
+    coalesce(l.duration, 0) > 0 AS answered,
+    l.leg_start,
+    l.call_start,
+    (l.call_start AT TIME ZONE l.timezone)::date AS day,
+    date_trunc('hour', l.call_start, l.timezone) AS hour_start
+FROM (
+    SELECT
+        c.account_id,
+        a.name AS account_name,
+        a.timezone,
+        c.callid,
+        coalesce(t.callid, c.callid) AS call_id,
+        CASE
+            WHEN t.callid IS NOT NULL THEN 'agent'
+            WHEN coalesce(c.ref_callid, '0') <> '0' THEN 'trunk'
+            ELSE 'single'
+        END AS role,
+        CASE
+            WHEN c.type = 'incoming' THEN 'incoming'
+            WHEN c.type IS NULL
+                AND (t.callid IS NOT NULL OR coalesce(c.ref_callid, '0') <> '0')
+                THEN 'incoming'
+            ELSE 'outgoing'
+        END AS direction,
+        c.ani_user,
+        c.dnis_user,
+        c.name_endpoint_ani,
+        c.name_endpoint_dnis,
+        c.type,
+        c.end_reason,
+        c.duration,
+        c.ring_time,
+        {_LEG_START.format(t="c")} AS leg_start,
+        coalesce(t.started, {_LEG_START.format(t="c")}) AS call_start
+    FROM cdrs c
+    JOIN accounts a ON a.id = c.account_id
+    LEFT JOIN (
+        -- trunk legs by (account, ref_callid): at most one match per agent leg
+        SELECT
+            account_id,
+            ref_callid,
+            min(callid) AS callid,
+            min({_LEG_START.format(t="cdrs")}) AS started
+        FROM cdrs
+        WHERE ref_callid <> '0'
+        GROUP BY account_id, ref_callid
+    ) t
+        ON t.account_id = c.account_id
+        AND t.ref_callid = c.original_callid
+        AND coalesce(c.ref_callid, '0') = '0'
+) l
+""",
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "callid": "the leg's callid",
+        "call_id": "the call the leg belongs to: its trunk leg's callid for an agent leg, "
+        "else its own callid",
+        "role": "trunk (real ref_callid), agent (rung by a trunk leg's call), or single",
+        "direction": "incoming or outgoing; a null type is incoming for trunk and agent legs, "
+        "else outgoing",
+        "endpoint": "dnis_user when incoming, ani_user otherwise",
+        "endpoint_name": "name_endpoint_dnis when incoming, name_endpoint_ani otherwise",
+        "type": "cdrs.type as stored (may be null)",
+        "end_reason": "cdrs.end_reason",
+        "duration": "talk seconds of the leg",
+        "ring_time": "cdrs.ring_time as stored (may be negative)",
+        "answered": "duration > 0",
+        "leg_start": "coalesce(detect_time, connect_time, disconnect_time)",
+        "call_start": "start of the leg's call (its trunk leg's start for an agent leg)",
+        "day": "the call's start date on the account's clock (accounts.timezone)",
+        "hour_start": "start of the call's hour on the account's clock",
+    },
+)
+
+# --- v_daily_account / v_hourly_account -------------------------------------------------------
+
+
+def _reason_column(reason: str) -> str:
+    return f"end_{reason.lower()}"
+
+
+_PER_CALL_REASONS = ",\n".join(
+    f"        count(*) FILTER (WHERE end_reason = '{r}') AS {_reason_column(r)}"
+    for r in END_REASONS
+)
+_OTHER_REASONS = ", ".join(f"'{r}'" for r in END_REASONS)
+_SUM_REASONS = ",\n".join(
+    f"    sum(c.{_reason_column(r)})::bigint AS {_reason_column(r)}"
+    for r in (*END_REASONS, "OTHER")
+)
+
+
+def _account_figures(period: str, outer_columns: str, outer_group: str) -> str:
+    """Per account and period: the legs grouped into calls, then the calls into periods.
+
+    `period` is the v_call_legs column the calls are grouped by (`day` or `hour_start`);
+    the outer query can read the account (`a`) to show the period on the account's clock.
+    """
+    return f"""
+SELECT
+    c.account_id,
+    a.name AS account_name,
+    {outer_columns},
+    sum(c.legs)::bigint AS legs,
+    count(*) AS calls,
+    count(*) FILTER (WHERE c.answered) AS answered,
+    round(coalesce(sum(c.answered_seconds), 0) / 60.0, 2) AS minutes,
+    round(count(*) FILTER (WHERE c.answered)::numeric / nullif(count(*), 0), 4) AS asr,
+    round(avg(c.talk_seconds) FILTER (WHERE c.answered), 2) AS acd,
+{_SUM_REASONS}
+FROM (
+    -- one row per call: every leg of a call has the same call_start, hence period
+    SELECT
+        account_id,
+        {period},
+        call_id,
+        count(*) AS legs,
+        bool_or(answered) AS answered,
+        sum(duration) FILTER (WHERE answered) AS answered_seconds,
+        max(duration) FILTER (WHERE answered) AS talk_seconds,
+{_PER_CALL_REASONS},
+        count(*) FILTER (
+            WHERE end_reason IS NULL OR end_reason NOT IN ({_OTHER_REASONS})
+        ) AS end_other
+    FROM v_call_legs
+    WHERE call_start IS NOT NULL
+    GROUP BY account_id, {period}, call_id
+) c
+JOIN accounts a ON a.id = c.account_id
+GROUP BY c.account_id, a.id, {outer_group}
+"""
+
+
+_FIGURE_COLUMNS: dict[str, str] = {
+    "legs": "CDR legs of the calls",
+    "calls": "distinct calls (legs that are not agent legs)",
+    "answered": "calls with duration > 0 on some leg",
+    "minutes": "sum of duration / 60 over answered legs, rounded to 2",
+    "asr": "answered / calls, rounded to 4 (null when no call)",
+    "acd": "average talk seconds of the answered calls (a call's longest leg), rounded to 2",
+    **{
+        _reason_column(r): f"legs with end_reason {r}"
+        for r in END_REASONS  # one column per usual end reason
+    },
+    "end_other": "legs with any other end_reason, empty and null included",
+}
+
+V_DAILY_ACCOUNT = View(
+    name="v_daily_account",
+    comment=(
+        "Per account and day on the account's clock (accounts.timezone): legs, calls, "
+        "answered calls, minutes, ASR, ACD and legs by end_reason. A call counts on the "
+        "local day of its start; an agent leg belongs to its trunk leg's call."
+    ),
+    select=_account_figures("day", "c.day", "c.day"),
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "day": "local date on the account's clock",
+        **_FIGURE_COLUMNS,
+    },
+)
+
+V_HOURLY_ACCOUNT = View(
+    name="v_hourly_account",
+    comment=(
+        "v_daily_account per hour on the account's clock: hour_start is the instant the "
+        "local hour began (a repeated DST hour gives two rows)."
+    ),
+    select=_account_figures(
+        "hour_start",
+        "(c.hour_start AT TIME ZONE a.timezone)::date AS day,\n"
+        "    c.hour_start,\n"
+        "    c.hour_start AT TIME ZONE a.timezone AS local_hour",
+        "c.hour_start",
+    ),
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "day": "local date on the account's clock",
+        "hour_start": "the instant the local hour began",
+        "local_hour": "the hour on the account's wall clock",
+        **_FIGURE_COLUMNS,
+    },
+)
+
+# --- v_daily_endpoint --------------------------------------------------------------------
+
+V_DAILY_ENDPOINT = View(
+    name="v_daily_endpoint",
+    comment=(
+        "Per account, day on the account's clock and endpoint (dnis_user of incoming legs, "
+        "ani_user of outgoing ones): legs, answered legs, talk and ring seconds (negative "
+        "ring_time counted as 0). Legs count on the local day of their call's start."
+    ),
+    select="""
+SELECT
+    l.account_id,
+    a.name AS account_name,
+    l.day,
+    l.endpoint,
+    (array_agg(l.endpoint_name ORDER BY l.leg_start DESC NULLS LAST, l.callid DESC)
+        FILTER (WHERE l.endpoint_name IS NOT NULL))[1] AS endpoint_name,
+    count(*) AS legs,
+    count(*) FILTER (WHERE l.direction = 'incoming') AS incoming_legs,
+    count(*) FILTER (WHERE l.direction = 'outgoing') AS outgoing_legs,
+    count(*) FILTER (WHERE l.answered) AS answered,
+    coalesce(sum(l.duration) FILTER (WHERE l.answered), 0) AS talk_seconds,
+    coalesce(sum(greatest(l.ring_time, 0)), 0) AS ring_seconds
+FROM v_call_legs l
+JOIN accounts a ON a.id = l.account_id
+WHERE l.call_start IS NOT NULL
+GROUP BY l.account_id, a.id, l.day, l.endpoint
+""",
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "day": "local date of the legs' calls on the account's clock",
+        "endpoint": "dnis_user of incoming legs, ani_user of outgoing legs",
+        "endpoint_name": "the endpoint's latest non-null display name that day",
+        "legs": "legs offered to (incoming) or placed by (outgoing) the endpoint",
+        "incoming_legs": "legs with direction incoming",
+        "outgoing_legs": "legs with direction outgoing",
+        "answered": "legs with duration > 0",
+        "talk_seconds": "sum of duration of the answered legs",
+        "ring_seconds": "sum of ring_time, negative values counted as 0",
+    },
+)
+
+# --- v_inbound_calls ---------------------------------------------------------------------
+
+V_INBOUND_CALLS = View(
+    name="v_inbound_calls",
+    comment=(
+        "One row per inbound call: a trunk leg (real ref_callid) joined to its agent legs "
+        "(original_callid = ref_callid, same account), or a direct incoming leg. Wait, "
+        "answered (any leg with duration > 0), who answered (first agent leg to answer, "
+        "else the trunk's receiving endpoint) and talk time."
+    ),
+    select=f"""
+SELECT
+    i.account_id,
+    i.account_name,
+    i.call_id,
+    i.customer_number,
+    i.did,
+    i.started_at,
+    (i.started_at AT TIME ZONE i.timezone)::date AS day,
+    i.ended_at,
+    (i.agent_callid IS NOT NULL OR i.trunk_answered) AS answered,
+    i.agent_callid IS NOT NULL AS agent_answered,
+    CASE
+        WHEN i.agent_callid IS NOT NULL THEN i.agent_endpoint
+        WHEN i.trunk_answered THEN i.trunk_endpoint
+    END AS answered_by,
+    CASE
+        WHEN i.agent_callid IS NOT NULL THEN i.agent_endpoint_name
+        WHEN i.trunk_answered THEN i.trunk_endpoint_name
+    END AS answered_by_name,
+    greatest(0, floor(extract(epoch FROM
+        CASE
+            WHEN i.agent_callid IS NOT NULL THEN i.agent_answered_at
+            WHEN i.trunk_answered THEN i.trunk_answered_at
+            ELSE i.ended_at
+        END - i.started_at
+    )))::integer AS wait_seconds,
+    CASE
+        WHEN i.agent_callid IS NOT NULL THEN i.agent_duration
+        WHEN i.trunk_answered THEN i.trunk_duration
+        ELSE 0
+    END AS talk_seconds,
+    1 + i.agent_legs AS legs
+FROM (
+    SELECT
+        t.account_id,
+        a.name AS account_name,
+        a.timezone,
+        t.callid AS call_id,
+        t.ani AS customer_number,
+        t.dnis AS did,
+        t.dnis_user AS trunk_endpoint,
+        t.name_endpoint_dnis AS trunk_endpoint_name,
+        {_LEG_START.format(t="t")} AS started_at,
+        greatest(t.disconnect_time, max(g.disconnect_time)) AS ended_at,
+        coalesce(t.duration, 0) > 0 AS trunk_answered,
+        t.duration AS trunk_duration,
+        coalesce(t.connect_time, t.disconnect_time - make_interval(secs => t.duration))
+            AS trunk_answered_at,
+        count(g.callid) AS agent_legs,
+        (array_agg(g.callid ORDER BY g.answered_at, g.callid)
+            FILTER (WHERE g.duration > 0))[1] AS agent_callid,
+        (array_agg(g.dnis_user ORDER BY g.answered_at, g.callid)
+            FILTER (WHERE g.duration > 0))[1] AS agent_endpoint,
+        (array_agg(g.name_endpoint_dnis ORDER BY g.answered_at, g.callid)
+            FILTER (WHERE g.duration > 0))[1] AS agent_endpoint_name,
+        (array_agg(g.duration ORDER BY g.answered_at, g.callid)
+            FILTER (WHERE g.duration > 0))[1] AS agent_duration,
+        (array_agg(g.answered_at ORDER BY g.answered_at, g.callid)
+            FILTER (WHERE g.duration > 0))[1] AS agent_answered_at
+    FROM cdrs t
+    JOIN accounts a ON a.id = t.account_id
+    LEFT JOIN (
+        -- agent legs (not trunk legs themselves), found through the original_callid index
+        SELECT
+            account_id,
+            callid,
+            original_callid,
+            dnis_user,
+            name_endpoint_dnis,
+            duration,
+            disconnect_time,
+            coalesce(connect_time, disconnect_time - make_interval(secs => duration))
+                AS answered_at
+        FROM cdrs
+        WHERE coalesce(ref_callid, '0') = '0'
+    ) g
+        ON g.original_callid = t.ref_callid
+        AND g.account_id = t.account_id
+        AND t.ref_callid <> '0'
+    WHERE coalesce(t.ref_callid, '0') <> '0'
+        OR (
+            t.type = 'incoming'
+            AND (t.original_callid IS NULL OR t.original_callid = t.callid)
+        )
+    GROUP BY t.account_id, t.callid, a.id
+) i
+""",
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "call_id": "the trunk leg's callid (the leg's own for a direct inbound call)",
+        "customer_number": "the trunk leg's ani: who called",
+        "did": "the trunk leg's dnis: the number called",
+        "started_at": "the trunk leg's start: coalesce(detect, connect, disconnect time)",
+        "day": "started_at's date on the account's clock",
+        "ended_at": "the latest disconnect_time among the call's legs",
+        "answered": "some leg of the call has duration > 0",
+        "agent_answered": "some agent leg of the call has duration > 0",
+        "answered_by": "endpoint of the first agent leg to answer, else the trunk leg's "
+        "dnis_user when only it was answered; null when unanswered",
+        "answered_by_name": "display name of answered_by",
+        "wait_seconds": "seconds from started_at until answered (until ended_at when "
+        "unanswered), never negative",
+        "talk_seconds": "duration of the answering leg; 0 when unanswered",
+        "legs": "1 + the number of agent legs",
+    },
+)
+
+# --- v_sync_health -----------------------------------------------------------------------
+
+V_SYNC_HEALTH = View(
+    name="v_sync_health",
+    comment=(
+        "Per account: each pass's watermark and lag (now on the account's wall clock minus "
+        "the position), the last run, the last successful sync, rows stored, rejects and "
+        "runs failed in the last 24 hours."
+    ),
+    select="""
+SELECT
+    a.id AS account_id,
+    a.name AS account_name,
+    a.timezone,
+    w.watermarks,
+    w.newest_position,
+    w.oldest_position,
+    floor(extract(epoch FROM (now() AT TIME ZONE a.timezone) - w.newest_position))::bigint
+        AS lag_seconds,
+    floor(extract(epoch FROM (now() AT TIME ZONE a.timezone) - w.oldest_position))::bigint
+        AS max_lag_seconds,
+    last_run.kind AS last_run_kind,
+    last_run.status AS last_run_status,
+    last_run.started_at AS last_run_started_at,
+    last_run.finished_at AS last_run_finished_at,
+    last_run.error AS last_run_error,
+    last_sync.finished_at AS last_success_at,
+    newest.detect_time AS newest_cdr_at,
+    stored.n AS rows_stored,
+    coalesce(r.n, 0) AS rejects,
+    coalesce(f.n, 0) AS failed_runs_24h
+FROM accounts a
+LEFT JOIN (
+    SELECT
+        wm.account_id,
+        jsonb_object_agg(
+            wm.pass_name,
+            jsonb_build_object(
+                'position', wm.position,
+                'lag_seconds',
+                floor(extract(epoch FROM (now() AT TIME ZONE wa.timezone) - wm.position))
+            )
+            ORDER BY wm.pass_name
+        ) AS watermarks,
+        max(wm.position) AS newest_position,
+        min(wm.position) AS oldest_position
+    FROM watermarks wm
+    JOIN accounts wa ON wa.id = wm.account_id
+    GROUP BY wm.account_id
+) w ON w.account_id = a.id
+-- one index lookup per account (accounts are few; runs and cdrs are many)
+LEFT JOIN LATERAL (
+    SELECT kind, status, started_at, finished_at, error
+    FROM runs
+    WHERE runs.account_id = a.id
+    ORDER BY started_at DESC, id DESC
+    LIMIT 1
+) last_run ON true
+LEFT JOIN LATERAL (
+    SELECT finished_at
+    FROM runs
+    WHERE runs.account_id = a.id AND kind = 'sync' AND status = 'ok'
+    ORDER BY started_at DESC, id DESC
+    LIMIT 1
+) last_sync ON true
+LEFT JOIN LATERAL (
+    SELECT max(detect_time) AS detect_time FROM cdrs WHERE cdrs.account_id = a.id
+) newest ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS n FROM cdrs WHERE cdrs.account_id = a.id
+) stored ON true
+LEFT JOIN (
+    SELECT account_id, count(*) AS n FROM rejects GROUP BY account_id
+) r ON r.account_id = a.id
+LEFT JOIN (
+    SELECT account_id, count(*) AS n
+    FROM runs
+    WHERE status = 'failed' AND started_at >= now() - interval '24 hours'
+    GROUP BY account_id
+) f ON f.account_id = a.id
+""",
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "timezone": "the account's clock (accounts.timezone)",
+        "watermarks": "jsonb: pass name -> {position (wall clock), lag_seconds}",
+        "newest_position": "the most advanced pass's position (account's wall clock)",
+        "oldest_position": "the least advanced pass's position",
+        "lag_seconds": "now on the account's wall clock minus newest_position, in seconds",
+        "max_lag_seconds": "now on the account's wall clock minus oldest_position",
+        "last_run_kind": "kind of the latest run (sync, backfill, verify, live)",
+        "last_run_status": "status of the latest run",
+        "last_run_started_at": "when the latest run started",
+        "last_run_finished_at": "when the latest run finished (null while running)",
+        "last_run_error": "the latest run's error, if any",
+        "last_success_at": "finished_at of the latest sync run with status ok",
+        "newest_cdr_at": "the latest detect_time stored",
+        "rows_stored": "rows in cdrs",
+        "rejects": "distinct rejected records",
+        "failed_runs_24h": "runs with status failed started in the last 24 hours",
+    },
+)
+
+# --- v_live_concurrency ------------------------------------------------------------------
+
+V_LIVE_CONCURRENCY = View(
+    name="v_live_concurrency",
+    comment=(
+        "Concurrent calls per account and minute, from the live samples: the largest "
+        "number of active, ringing and talking legs sampled in that minute."
+    ),
+    select="""
+SELECT
+    s.account_id,
+    a.name AS account_name,
+    s.minute,
+    s.minute AT TIME ZONE a.timezone AS local_minute,
+    s.samples,
+    s.max_active,
+    s.max_ringing,
+    s.max_talking
+FROM (
+    SELECT
+        account_id,
+        date_trunc('minute', sampled_at, 'UTC') AS minute,
+        count(*) AS samples,
+        max(active) AS max_active,
+        max(ringing) AS max_ringing,
+        max(talking) AS max_talking
+    FROM live_samples
+    GROUP BY account_id, date_trunc('minute', sampled_at, 'UTC')
+) s
+JOIN accounts a ON a.id = s.account_id
+""",
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "minute": "the minute (timestamptz)",
+        "local_minute": "the minute on the account's wall clock",
+        "samples": "live samples taken in the minute",
+        "max_active": "largest active count sampled",
+        "max_ringing": "largest ringing count sampled",
+        "max_talking": "largest talking count sampled",
+    },
+)
+
+VIEWS: tuple[View, ...] = (
+    V_CALL_LEGS,
+    V_DAILY_ACCOUNT,
+    V_HOURLY_ACCOUNT,
+    V_DAILY_ENDPOINT,
+    V_INBOUND_CALLS,
+    V_SYNC_HEALTH,
+    V_LIVE_CONCURRENCY,
+)
+"""Every view, in creation order (a view comes after the views it reads)."""
+
+
+def create_statements() -> list[str]:
+    """The SQL that creates every view and its comments, in order."""
+    statements: list[str] = []
+    for view in VIEWS:
+        statements.append(view.create())
+        statements.extend(view.comments())
+    return statements
+
+
+def drop_statements() -> list[str]:
+    """The SQL that drops every view, dependents first."""
+    return [view.drop() for view in reversed(VIEWS)]

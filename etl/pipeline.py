@@ -1,0 +1,144 @@
+"""One window, from the API to the database: fetch pages (a thread ahead of the load),
+normalize, load each page in its own transaction, and complete the window (move a
+watermark, mark a backfill window) in the same transaction as its last page."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Engine
+
+from etl.api.client import CdrApiClient, Credentials, RequestStats
+from etl.api.paging import walk_window
+from etl.db.load import load_page
+from etl.db.state import RunFigures
+from etl.normalize import Cdr, Reject, normalize
+from etl.windows import Window
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_DONE = object()
+
+
+class Stopped(Exception):
+    """The run was asked to stop; what was in hand is stored, the window is not complete."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one account's CDRs come from, and what we call it."""
+
+    client: CdrApiClient
+    creds: Credentials
+    account_id: int
+    tz: ZoneInfo
+    page_size: int
+
+
+def ahead(produce: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
+    """Run the iterator `produce()` in a thread, at most `depth` items ahead of the reader.
+
+    Errors of the producer are raised in the reader; a reader that stops early stops the
+    producer at its next item.
+    """
+    items: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in produce():
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(_DONE)
+        except BaseException as exc:  # handed to the reader, who raises it
+            items.put(exc)
+
+    thread = threading.Thread(target=run, name="fetch-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def split_page(records: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[Cdr], list[Reject]]:
+    good: list[Cdr] = []
+    bad: list[Reject] = []
+    for record in records:
+        result = normalize(record, tz)
+        if isinstance(result, Cdr):
+            good.append(result)
+        else:
+            bad.append(result)
+    return good, bad
+
+
+def store_window(
+    engine: Engine,
+    source: Source,
+    window: Window,
+    figures: RunFigures,
+    complete: Callable[[Connection, int], None],
+    *,
+    run_id: str | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Read `window` whole and store it; `complete(conn, fetched)` runs in the transaction
+    of the last page. Any error leaves the window incomplete (and `complete` not run)."""
+    stats = RequestStats()
+
+    def pages() -> Iterator[tuple[list[Cdr], list[Reject], int]]:
+        for records in walk_window(
+            source.client, source.creds, window.start, window.end, source.page_size, stats
+        ):
+            good, bad = split_page(records, source.tz)
+            yield good, bad, len(records)
+
+    def store(page: tuple[list[Cdr], list[Reject], int], last: bool) -> None:
+        good, bad, _ = page
+        with engine.begin() as conn:
+            counts = load_page(conn, source.account_id, good, bad, run_id)
+            if last:
+                complete(conn, fetched)
+        figures.inserted += counts.inserted
+        figures.updated += counts.updated
+        figures.unchanged += counts.unchanged
+        figures.rejected += counts.rejected
+
+    fetched = 0
+    held: tuple[list[Cdr], list[Reject], int] | None = None
+    try:
+        for page in ahead(pages):
+            figures.pages += 1
+            fetched += page[2]
+            figures.fetched += page[2]
+            if held is not None:
+                store(held, last=False)
+            held = page
+            if stop is not None and stop.is_set():
+                store(held, last=False)
+                raise Stopped(f"stopped in window {window}")
+        store(held or ([], [], 0), last=True)
+        figures.windows += 1
+    finally:
+        figures.requests += stats.requests
+        figures.retries += stats.retries
