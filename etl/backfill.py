@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import fields
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -26,7 +25,7 @@ from etl.db.state import (
 from etl.errors import EtlError
 from etl.logs import log_context
 from etl.pipeline import Source, Stopped, store_window
-from etl.sync import AccountResult, describe, summary
+from etl.sync import AccountResult, describe, error_kind, summary
 from etl.windows import Window, split
 
 log = logging.getLogger(__name__)
@@ -36,11 +35,6 @@ Progress = Callable[[int, int, RunFigures], None]  # (windows done, windows tota
 
 class BackfillBusy(EtlError):
     """Another backfill of the same account is running."""
-
-
-def merge(into: RunFigures, other: RunFigures) -> None:
-    for item in fields(RunFigures):
-        setattr(into, item.name, getattr(into, item.name) + getattr(other, item.name))
 
 
 def backfill_account(
@@ -93,7 +87,7 @@ def backfill_account(
                 )
             finally:
                 with lock:
-                    merge(result.figures, figures)
+                    result.figures.add(figures)
                     if figures.windows:
                         finished += 1
                     if progress:
@@ -113,6 +107,7 @@ def backfill_account(
             result.status, result.error = "stopped", str(exc)
         except Exception as exc:
             result.status, result.error = "failed", describe(exc)
+            result.error_kind = error_kind(exc)
             log.debug("backfill %s failed", account_name, exc_info=True)
         result.seconds = time.monotonic() - began
         status = "ok" if result.status == "stopped" else result.status

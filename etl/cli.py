@@ -187,10 +187,11 @@ def main(argv: list[str] | None = None) -> None:
 # --- wiring of the sync commands -------------------------------------------------------------
 
 
-def _client(app: App) -> CdrApiClient:
+def _client(app: App, sleep: Callable[[float], object] | None = None) -> CdrApiClient:
     from etl.api.client import CdrApiClient, RetryPolicy
 
     api = app.settings.api
+    extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
     return CdrApiClient(
         api.url,
         timeout=api.timeout.total_seconds(),
@@ -200,6 +201,7 @@ def _client(app: App) -> CdrApiClient:
         ),
         allow_http=api.allow_http,
         recent_timeout=api.recent_timeout.total_seconds(),
+        **extra,
     )
 
 
@@ -431,3 +433,23 @@ def simulate(
 
     serve(port=port, seed=seed, host=host, faults=spec, days=days,
           calls_per_hour=calls_per_hour, on_ready=ready)  # fmt: skip
+
+
+@cli.command()
+@pass_app
+def daemon(app: App) -> int:
+    """Run the schedule until SIGTERM or SIGINT: sync every account each sync.interval,
+    snapshot live calls each sync.live_interval (accounts with live = true), and serve
+    /healthz and /metrics on daemon.host:daemon.port (127.0.0.1:9108).
+
+    It catches up after downtime from the watermarks by itself. On SIGTERM it stops
+    taking work, stores the page in hand, commits and exits 0.
+    """
+    import threading
+
+    from etl.daemon import Daemon
+
+    stop = threading.Event()
+    with _client(app, sleep=stop.wait) as client:
+        sources = _sources(app, client, ())
+        return Daemon(app.settings, app.engine, sources, stop=stop).run()

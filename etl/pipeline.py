@@ -142,3 +142,4 @@ def store_window(
     finally:
         figures.requests += stats.requests
         figures.retries += stats.retries
+        figures.errors.update(stats.errors)

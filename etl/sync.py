@@ -39,6 +39,7 @@ class AccountResult:
     status: str  # ok | failed | skipped | stopped
     figures: RunFigures = field(default_factory=RunFigures)
     error: str | None = None
+    error_kind: str | None = None  # auth | transient | fatal | database | internal
     seconds: float = 0.0
 
     @property
@@ -58,6 +59,14 @@ def describe(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return redact(text.splitlines()[0] if text else type(exc).__name__, RedactingFilter.secrets())
+
+
+def error_kind(exc: BaseException) -> str:
+    """What kind of failure ended a run, for metrics: auth, transient, fatal, database..."""
+    if isinstance(exc, DBAPIError):
+        return "database"
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, str) else "internal"
 
 
 def summary(result: AccountResult) -> str:
@@ -127,7 +136,7 @@ def sync_account(
             result.error = str(exc)
         except Exception as exc:
             result.status = "failed"
-            result.error = describe(exc)
+            result.error, result.error_kind = describe(exc), error_kind(exc)
             log.debug("sync %s failed", account.name, exc_info=True)
         result.seconds = time.monotonic() - began
         status = "ok" if result.status == "stopped" else result.status
@@ -138,7 +147,7 @@ def sync_account(
         log.log(
             logging.INFO if result.ok else logging.ERROR,
             summary(result),
-            extra={"event_kind": "run_summary", **vars(result.figures)},
+            extra={"event_kind": "run_summary", **result.figures.counts()},
         )
         return result
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, func, select, update
@@ -83,6 +84,15 @@ class RunFigures:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # failed attempts by kind
+
+    def add(self, other: RunFigures) -> None:
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
+    def counts(self) -> dict[str, int]:
+        """The figures the run history keeps."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "errors"}
 
 
 def start_run(
@@ -117,7 +127,7 @@ def finish_run(
     range_start: datetime | None = None,
     range_end: datetime | None = None,
 ) -> None:
-    values: dict[str, object] = {**asdict(figures), "status": status, "error": error}
+    values: dict[str, object] = {**figures.counts(), "status": status, "error": error}
     if range_start is not None:
         values["range_start"] = range_start
     if range_end is not None:

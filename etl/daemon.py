@@ -1,0 +1,239 @@
+"""`cdr-etl daemon`: the APScheduler wiring, signals, and the health/metrics listener.
+
+Per account a sync job (sync.interval plus jitter) and, where `live = true`, a live job
+(sync.live_interval); optionally a daily-or-so `verify --repair` (sync.verify_interval).
+Every job is spelt out: `max_instances=1` (one run of a job at a time), `coalesce=True`
+(runs missed while busy or down collapse into one) and `misfire_grace_time=None` (a late
+run is never dropped: APScheduler's default of one second would silently skip it). The
+first sync of each account runs at start, so the daemon catches up after downtime from
+the watermarks by itself.
+
+On SIGTERM or SIGINT it stops taking work; a sync in flight stores the page in hand,
+commits, and returns; then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+
+from etl.config import AccountConfig, Settings
+from etl.logs import log_context
+from etl.metrics import Metrics
+from etl.pipeline import Source
+from etl.sync import AccountResult, describe, error_kind, sync_account
+from etl.windows import utc_now
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def _run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Daemon:
+    """The schedule of every account's jobs, and what the health endpoint reports."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        sources: list[tuple[AccountConfig, Source]],
+        *,
+        clock: Clock = utc_now,
+        metrics: Metrics | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sources = sources
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.stop = stop or threading.Event()
+        workers = min(settings.sync.concurrency, len(sources)) + 2 * len(sources)
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=max(workers, 1))},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+            timezone="UTC",
+        )
+        self._add_jobs()
+
+    def _add_jobs(self) -> None:
+        sync = self.settings.sync
+        now = self.clock()
+        for account, source in self.sources:
+            self._add(
+                f"sync:{account.name}", self.sync_job, (account, source),
+                sync.interval, sync.jitter, first=now,
+            )  # fmt: skip
+            if account.live:
+                self._add(
+                    f"live:{account.name}", self.live_job, (account, source),
+                    sync.live_interval, timedelta(0), first=now,
+                )  # fmt: skip
+            if sync.verify_interval is not None:
+                self._add(
+                    f"verify:{account.name}", self.verify_job, (account, source),
+                    sync.verify_interval, sync.jitter, first=now + sync.verify_interval,
+                )  # fmt: skip
+
+    def _add(
+        self,
+        job_id: str,
+        func: Callable[..., None],
+        args: tuple[Any, ...],
+        every: timedelta,
+        jitter: timedelta,
+        *,
+        first: datetime,
+    ) -> None:
+        self.scheduler.add_job(
+            func,
+            IntervalTrigger(seconds=every.total_seconds(), jitter=jitter.total_seconds() or None),
+            args=args,
+            id=job_id,
+            name=job_id,
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
+
+    # -- jobs: none of them raises; one account's failure never touches another --------------
+
+    def sync_job(self, account: AccountConfig, source: Source) -> None:
+        if self.stop.is_set():
+            return
+        now, run_id = self.clock(), _run_id()
+        try:
+            result = sync_account(
+                self.engine, source, account, self.settings.sync, now, run_id, stop=self.stop
+            )
+        except Exception as exc:  # the database refused even the lock: count it, go on
+            result = AccountResult(account.name, "sync", "failed", error=describe(exc))
+            result.error_kind = error_kind(exc)
+            with log_context(account=account.name, run_id=run_id):
+                log.error("sync %s: failed: %s", account.name, result.error)
+        self.metrics.record_run(result, now)
+        try:
+            self.metrics.update_lag(self.engine, self.clock())
+        except Exception as exc:
+            log.warning("watermark lag not updated: %s", describe(exc))
+
+    def live_job(self, account: AccountConfig, source: Source) -> None:
+        from etl.live import snapshot_live
+
+        if self.stop.is_set():
+            return
+        result = snapshot_live(self.engine, source, account.name, self.clock(), _run_id())
+        if result.status == "ok":
+            self.metrics.record_live(account.name, result.ringing, result.talking)
+        else:
+            self.metrics.errors.labels(account.name, "live").inc()
+
+    def verify_job(self, account: AccountConfig, source: Source) -> None:
+        from etl.verify import verify_account
+
+        if self.stop.is_set():
+            return
+        result = verify_account(
+            self.engine, source, account.name, self.clock(), _run_id(), repair=True
+        )
+        if result.status == "failed":
+            self.metrics.errors.labels(account.name, "verify").inc()
+
+    # -- health -------------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """The scheduler runs and the database answers."""
+        if not self.scheduler.running or self.stop.is_set():
+            return False
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def serve_health(self) -> ThreadingHTTPServer:
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    ok = daemon.healthy()
+                    self._send(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+                elif path == "/metrics":
+                    self._send(200, generate_latest(daemon.metrics.registry), CONTENT_TYPE_LATEST)
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # no access log
+
+        server = ThreadingHTTPServer(
+            (self.settings.daemon.host, self.settings.daemon.port), Handler
+        )
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+        host, port = server.server_address[:2]
+        log.info("health and metrics on http://%s:%s/healthz and /metrics", host, port)
+        return server
+
+    # -- the process ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("%s received: finishing the work in hand", signal.Signals(signum).name)
+            self.stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        server = self.serve_health()
+        try:
+            self.scheduler.start()
+            names = ", ".join(account.name for account, _ in self.sources)
+            log.info("daemon started: %d account(s): %s", len(self.sources), names)
+            self.stop.wait()
+            return self.shutdown()
+        finally:
+            server.shutdown()
+            server.server_close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def shutdown(self) -> int:
+        self.stop.set()
+        done = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True})
+        done.start()
+        done.join(self.settings.daemon.shutdown_timeout.total_seconds())
+        if done.is_alive():
+            log.error("jobs still running after the shutdown timeout; exiting anyway")
+            return 1
+        log.info("daemon stopped cleanly")
+        return 0

@@ -1,0 +1,85 @@
+"""Prometheus metrics of the daemon, on a registry of its own. Labels carry our account
+names (never a username or a password)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import Engine, select
+
+from etl.db.models import accounts, watermarks
+from etl.sync import AccountResult
+from etl.windows import wall_clock
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "cdr_etl_requests", "Requests sent to the API", ["account"], registry=r
+        )
+        self.retries = Counter(
+            "cdr_etl_retries", "Requests retried after a transient error", ["account"], registry=r
+        )
+        self.pages = Counter("cdr_etl_pages", "Non-empty pages read", ["account"], registry=r)
+        self.rows = Counter(
+            "cdr_etl_rows", "CDRs by what the load did with them", ["account", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.errors = Counter(
+            "cdr_etl_errors", "Failed attempts and failed runs by kind", ["account", "kind"],
+            registry=r,
+        )  # fmt: skip
+        self.runs = Counter(
+            "cdr_etl_runs", "Runs by kind and outcome", ["account", "kind", "status"], registry=r
+        )
+        self.lag = Gauge(
+            "cdr_etl_watermark_lag_seconds",
+            "Provider wall clock now minus each pass's watermark",
+            ["account", "pass_name"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "cdr_etl_last_success_timestamp_seconds",
+            "When a run of this kind last succeeded (Unix time)",
+            ["account", "kind"],
+            registry=r,
+        )
+        self.live = Gauge(
+            "cdr_etl_live_calls", "Calls in progress at the last snapshot", ["account", "state"],
+            registry=r,
+        )  # fmt: skip
+
+    def record_run(self, result: AccountResult, now: datetime) -> None:
+        account, f = result.account, result.figures
+        self.requests.labels(account).inc(f.requests)
+        self.retries.labels(account).inc(f.retries)
+        self.pages.labels(account).inc(f.pages)
+        for outcome in ("inserted", "updated", "unchanged", "rejected"):
+            self.rows.labels(account, outcome).inc(getattr(f, outcome))
+        for kind, count in f.errors.items():
+            self.errors.labels(account, kind).inc(count)
+        if result.status == "failed":
+            self.errors.labels(account, f"run_{result.error_kind or 'internal'}").inc()
+        self.runs.labels(account, result.kind, result.status).inc()
+        if result.status == "ok":
+            self.last_success.labels(account, result.kind).set(now.timestamp())
+
+    def record_live(self, account: str, ringing: int, talking: int) -> None:
+        self.live.labels(account, "ringing").set(ringing)
+        self.live.labels(account, "talking").set(talking)
+
+    def update_lag(self, engine: Engine, now: datetime) -> None:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    accounts.c.name, accounts.c.timezone, watermarks.c.pass_name,
+                    watermarks.c.position,
+                ).join(watermarks, watermarks.c.account_id == accounts.c.id)
+            ).all()  # fmt: skip
+        for name, zone, pass_name, position in rows:
+            lag = wall_clock(now, ZoneInfo(zone)) - position
+            self.lag.labels(name, pass_name).set(lag.total_seconds())

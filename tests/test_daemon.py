@@ -1,0 +1,275 @@
+"""The daemon: its schedule, and real `cdr-etl daemon` processes against the simulator:
+health and metrics, a clean SIGTERM, one failing account beside a good one, and two
+replicas sharing one database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+
+from etl.config import load_settings
+from etl.daemon import Daemon
+from etl.db.models import accounts, cdrs, runs, watermarks
+from etl.simulator import SimAccount, Simulator, SimulatorServer
+
+USERNAME, PASSWORD, TZ = "8569841", "98765432109", "America/Costa_Rica"
+OTHER, OTHER_PASSWORD = "1234567", "11122233344"
+
+
+def test_schedule_spells_out_every_job_option(clean_env: None) -> None:
+    """Each account gets a sync job (and a live job where live = true), max one instance,
+    coalesced, never dropped when late; the first sync runs at start."""
+    settings = load_settings(
+        {"CDR_ETL_USERNAME": USERNAME, "CDR_ETL_SYNC_INTERVAL": "5m", "CDR_ETL_LIVE": "true"}
+    )
+    from etl.db.engine import make_engine
+
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never connected
+    account = settings.accounts[0]
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    daemon = Daemon(settings, engine, [(account, None)], clock=lambda: now)  # type: ignore[list-item]
+    jobs = {job.id: job for job in daemon.scheduler.get_jobs()}
+    assert set(jobs) == {"sync:default", "live:default"}
+    for job in jobs.values():
+        assert job.max_instances == 1
+        assert job.coalesce is True
+        assert job.misfire_grace_time is None
+    assert jobs["sync:default"].trigger.interval == timedelta(minutes=5)
+    assert jobs["sync:default"].trigger.jitter == 30
+    assert jobs["live:default"].trigger.interval == timedelta(seconds=30)
+    engine.dispose()
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    simulator = Simulator(
+        [
+            SimAccount(
+                username=USERNAME, password=PASSWORD, timezone=TZ, seed=3, calls_per_hour=120
+            ),
+            SimAccount(
+                username=OTHER, password=OTHER_PASSWORD, timezone=TZ, seed=4, calls_per_hour=30
+            ),
+        ],  # fmt: skip
+        start=datetime.now(UTC) - timedelta(days=2),
+    )
+    with SimulatorServer(simulator) as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def daemon_env(db_url: str, server: SimulatorServer, tmp_path: Path, toml: str) -> dict[str, str]:
+    config = tmp_path / "cdr-etl.toml"
+    config.write_text(toml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_ETL_")}
+    env.update(
+        CDR_ETL_CONFIG=str(config),
+        CDR_ETL_DATABASE_URL=db_url,
+        CDR_ETL_API_URL=server.url,
+        CDR_ETL_HOME=str(tmp_path / "home"),
+        CDR_ETL_LOG_LEVEL="DEBUG",
+        CDR_ETL_LOG_FORMAT="json",
+        PW_MAIN=PASSWORD,
+        PW_OTHER=OTHER_PASSWORD,
+    )
+    return env
+
+
+ONE_ACCOUNT = f"""
+[sync]
+interval = "1s"
+jitter = "0s"
+live_interval = "1s"
+[[accounts]]
+name = "main"
+username = "{USERNAME}"
+password_env = "PW_MAIN"
+timezone = "{TZ}"
+"""
+
+
+def start_daemon(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "etl", "daemon"],
+        env={**env, "CDR_ETL_DAEMON_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until(condition: Any, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "etl", "migrate"], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def synced(engine: Engine, name: str = "main") -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.scalar(
+                select(func.count())
+                .select_from(runs)
+                .join(accounts, accounts.c.id == runs.c.account_id)
+                .where(accounts.c.name == name, runs.c.status == "ok", runs.c.kind == "sync")
+            )
+        )
+
+
+def assert_settled_range_exact(engine: Engine, server: SimulatorServer, name: str = "main",
+                               username: str = USERNAME) -> None:  # fmt: skip
+    """Every CDR of the range the 2m pass read (less the last hour, whose calls may still
+    have been going on) is stored as served; nothing stored that is not served."""
+    with engine.connect() as conn:
+        account_id = conn.scalar(select(accounts.c.id).where(accounts.c.name == name))
+        mark = conn.scalar(
+            select(watermarks.c.position).where(
+                watermarks.c.account_id == account_id, watermarks.c.pass_name == "2m"
+            )
+        )
+        rows = {
+            r.callid: r.raw
+            for r in conn.execute(
+                select(cdrs.c.callid, cdrs.c.raw).where(cdrs.c.account_id == account_id)
+            )
+        }
+    assert mark is not None
+    truth = server.sim.truth_between(
+        username, mark - timedelta(hours=20), mark - timedelta(hours=1)
+    )
+    assert truth
+    assert {k: rows.get(k) for k in truth} == truth
+    assert set(rows) <= set(server.sim.truth(username))
+
+
+@pytest.mark.slow
+def test_daemon_syncs_serves_health_and_stops_cleanly(
+    engine: Engine, db_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A real daemon syncs and snapshots live calls, answers /healthz and /metrics, never
+    logs the password, and exits 0 soon after SIGTERM."""
+    env = daemon_env(db_url, sim, tmp_path, ONE_ACCOUNT)
+    migrate(env)
+    port = free_port()
+    process = start_daemon(env, port)
+    try:
+        wait_until(lambda: synced(engine))
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'cdr_etl_requests_total{account="main"}' in metrics
+        assert 'cdr_etl_rows_total{account="main",outcome="inserted"}' in metrics
+        assert 'cdr_etl_watermark_lag_seconds{account="main",pass_name="2m"}' in metrics
+        assert "cdr_etl_live_calls" in metrics
+        assert PASSWORD not in metrics
+    finally:
+        process.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-2000:]
+    assert time.monotonic() - began < 20
+    assert PASSWORD not in out + err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(e["event"] == "daemon stopped cleanly" for e in events)
+    summaries = [e for e in events if e.get("event_kind") == "run_summary"]
+    assert summaries
+    assert all(e["account"] == "main" and e["run_id"] for e in summaries)
+    assert_settled_range_exact(engine, sim)
+
+
+@pytest.mark.slow
+def test_one_failing_account_does_not_stop_the_others(
+    engine: Engine, db_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """An account with a refused password fails run after run; the good one syncs."""
+    toml = (
+        ONE_ACCOUNT
+        + f"""
+[[accounts]]
+name = "other"
+username = "{OTHER}"
+password_env = "PW_WRONG"
+timezone = "{TZ}"
+live = false
+"""
+    )
+    env = daemon_env(db_url, sim, tmp_path, toml) | {"PW_WRONG": "00000000000"}
+    migrate(env)
+    process = start_daemon(env, free_port())
+    try:
+        wait_until(lambda: synced(engine))
+
+        def failed_twice() -> bool:
+            with engine.connect() as conn:
+                return (conn.scalar(
+                    select(func.count()).select_from(runs)
+                    .join(accounts, accounts.c.id == runs.c.account_id)
+                    .where(accounts.c.name == "other", runs.c.status == "failed")
+                ) or 0) >= 2  # fmt: skip
+
+        wait_until(failed_twice)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-2000:]
+    assert "00000000000" not in out + err
+    assert_settled_range_exact(engine, sim)
+
+
+@pytest.mark.slow
+def test_two_replicas_share_accounts_without_overlap(
+    engine: Engine, db_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Two daemons on one database: no account is synced by both at once; data exact."""
+    env = daemon_env(db_url, sim, tmp_path, ONE_ACCOUNT)
+    migrate(env)
+    replicas = [start_daemon(env, free_port()) for _ in range(2)]
+    try:
+
+        def enough_runs() -> bool:
+            with engine.connect() as conn:
+                return (conn.scalar(select(func.count()).select_from(runs).where(
+                    runs.c.kind == "sync", runs.c.status == "ok")) or 0) >= 6  # fmt: skip
+
+        wait_until(enough_runs)
+    finally:
+        for process in replicas:
+            process.send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=60) for p in replicas]
+    for process, (_, err) in zip(replicas, outputs, strict=True):
+        assert process.returncode == 0, err[-2000:]
+    with engine.connect() as conn:
+        spans = conn.execute(
+            select(runs.c.started_at, runs.c.finished_at)
+            .where(runs.c.kind == "sync")
+            .order_by(runs.c.started_at)
+        ).all()
+    for before, after in zip(spans, spans[1:], strict=False):
+        assert before.finished_at is not None
+        assert before.finished_at <= after.started_at, "two syncs of one account overlapped"
+    assert_settled_range_exact(engine, sim)
