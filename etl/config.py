@@ -205,6 +205,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     database_url: str | None = Field(default=None, repr=False)
+    database_password_file: Path | None = None  # the database password, kept out of the URL
     home: Path = Field(default_factory=default_home)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -281,6 +282,7 @@ class Settings(BaseSettings):
 ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "CDR_ETL_DATABASE_URL": ("database_url",),
     "DATABASE_URL": ("database_url",),
+    "CDR_ETL_DATABASE_PASSWORD_FILE": ("database_password_file",),
     "CDR_ETL_HOME": ("home",),
     "CDR_ETL_LOG_LEVEL": ("log_level",),
     "CDR_ETL_LOG_FORMAT": ("log_format",),

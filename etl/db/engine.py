@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 
 from etl.config import Settings
 from etl.errors import ConfigError
@@ -60,7 +60,19 @@ def stop_embedded() -> None:
 
 
 def database_url(settings: Settings) -> str:
-    return settings.database_url or embedded_url(settings.home)
+    """The configured URL (with the password from database_password_file, if given), or
+    the embedded server's."""
+    if not settings.database_url:
+        return embedded_url(settings.home)
+    if settings.database_password_file is None:
+        return settings.database_url
+    path = settings.database_password_file
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"database_password_file: cannot read {path}: {exc.strerror}") from None
+    url = make_url(settings.database_url).set(password=password)
+    return url.render_as_string(hide_password=False)
 
 
 def make_engine(url: str, *, pool_size: int = 8, application_name: str = "cdr-etl") -> Engine:

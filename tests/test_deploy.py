@@ -1,0 +1,126 @@
+"""The container stack, checked statically (no Docker engine runs here): the compose file
+and the Dockerfile agree with the code: commands exist, variables are known, ports match."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from etl.cli import cli
+from etl.config import KNOWN_ENV, DaemonSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = compose["services"]
+    return result
+
+
+def test_compose_file_is_valid_for_docker_compose() -> None:
+    """`docker-compose config -q` accepts the file, with and without the sim profile."""
+    binary = shutil.which("docker-compose")
+    assert (
+        binary
+    ), "docker-compose is needed to validate the compose file: apt-get install docker-compose"
+    for args in ([], ["--profile", "sim"]):
+        result = subprocess.run(
+            [binary, "-f", str(COMPOSE), *args, "config", "-q"],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+
+def test_services_and_their_order(services: dict[str, Any], compose: dict[str, Any]) -> None:
+    """Postgres 16 with a healthcheck and a named volume; migrate once; then the daemon."""
+    db = services["db"]
+    assert re.match(r"postgres:16(\.\d+)?", db["image"])
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    volume = db["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"]
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    for name in ("daemon", "daemon-sim"):
+        depends = services[name]["depends_on"]
+        assert depends["db"]["condition"] == "service_healthy"
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert "/healthz" in " ".join(services[name]["healthcheck"]["test"])
+    assert "cmw_password" in services["daemon"]["secrets"]
+    assert services["daemon"]["environment"]["CDR_ETL_PASSWORD_FILE"] == "/run/secrets/cmw_password"
+    assert services["sim"]["profiles"] == ["sim"]
+    assert services["daemon-sim"]["profiles"] == ["sim"]
+
+
+def test_every_command_is_a_cdr_etl_command(services: dict[str, Any]) -> None:
+    """Each service runs a command the CLI has."""
+    for name, service in services.items():
+        if name == "db":
+            continue
+        command = service["command"]
+        assert command[0] in cli.commands, f"{name}: unknown command {command[0]}"
+
+
+def test_every_variable_is_one_the_code_reads(services: dict[str, Any]) -> None:
+    """No CDR_ETL_* variable in the compose file is unknown to the settings."""
+    for name, service in services.items():
+        for variable in service.get("environment", {}):
+            if variable.startswith("CDR_ETL_"):
+                assert variable in KNOWN_ENV, f"{name}: {variable} is not a setting"
+
+
+def test_ports_agree(services: dict[str, Any]) -> None:
+    """The daemon listens where the compose file publishes and health-checks it, and the
+    simulated daemon asks the simulator on the port it serves."""
+    default_port = DaemonSettings().port
+    for name in ("daemon", "daemon-sim"):
+        service = services[name]
+        port = int(service["environment"]["CDR_ETL_DAEMON_PORT"])
+        assert port == default_port
+        assert service["ports"][0].endswith(f":{port}")
+        assert f":{port}/healthz" in " ".join(service["healthcheck"]["test"])
+        assert service["environment"]["CDR_ETL_DAEMON_HOST"] == "0.0.0.0"
+    sim_command = services["sim"]["command"]
+    sim_port = sim_command[sim_command.index("--port") + 1]
+    assert services["daemon-sim"]["environment"]["CDR_ETL_API_URL"] == (
+        f"http://sim:{sim_port}/getCdrs.php"
+    )
+
+
+def test_secret_defaults_exist(compose: dict[str, Any]) -> None:
+    """The development database password file the compose file defaults to is there."""
+    default = re.search(r":-([^}]+)}", compose["secrets"]["db_password"]["file"])
+    assert default
+    assert (ROOT / default[1]).is_file()
+
+
+def test_dockerfile_is_pinned_slim_non_root_and_runtime_only() -> None:
+    """Slim Python base pinned by version, a non-root user, the daemon by default, and
+    no development dependencies."""
+    text = DOCKERFILE.read_text()
+    bases = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
+    assert bases
+    assert all(re.fullmatch(r"python:3\.1[1-3]\.\d+-slim-\w+", base) for base in bases)
+    user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert user
+    assert user[-1] not in ("root", "0")
+    assert '"cdr-etl"' in re.search(r"^ENTRYPOINT (.+)$", text, re.MULTILINE)[1]  # type: ignore[index]
+    assert re.search(r'^CMD \["daemon"\]', text, re.MULTILINE)
+    assert "--no-dev" in text
+    assert "--extra" not in text
+    assert f"EXPOSE {DaemonSettings().port}" in text
+    assert "/healthz" in text
