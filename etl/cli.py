@@ -237,22 +237,11 @@ def _run_id() -> str:
 
 
 def _print_results(results: list[AccountResult]) -> None:
-    from rich.table import Table
+    """One summary line per account run; failures also on stderr."""
+    from etl.sync import summary
 
-    table = Table(title_justify="left")
-    for column in ("account", "status", "windows", "pages", "requests", "retries", "fetched",
-                   "inserted", "updated", "unchanged", "rejected", "seconds"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("account", "status") else "right")
-    for r in results:
-        f = r.figures
-        table.add_row(
-            r.account, r.status, *(str(v) for v in (f.windows, f.pages, f.requests, f.retries,
-            f.fetched, f.inserted, f.updated, f.unchanged, f.rejected)), f"{r.seconds:.1f}",
-        )  # fmt: skip
-    console.print(table)
-    for r in results:
-        if r.error and r.status != "ok":
-            click.echo(f"{r.account}: {r.status}: {r.error}", err=r.status == "failed")
+    for result in results:
+        click.echo(summary(result), err=result.status == "failed")
 
 
 @cli.command()
@@ -453,3 +442,35 @@ def daemon(app: App) -> int:
     with _client(app, sleep=stop.wait) as client:
         sources = _sources(app, client, ())
         return Daemon(app.settings, app.engine, sources, stop=stop).run()
+
+
+@cli.command()
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@pass_app
+def demo(app: App, no_progress: bool) -> None:
+    """The tour that needs no credentials: an embedded PostgreSQL (unless a database is
+    configured), the bundled simulator on a free loopback port, migrate, a backfill of the
+    last 7 days, an incremental sync and a live snapshot; then the figures of the week,
+    the psql command to open the database, and example queries. Safe to run again.
+    """
+    from etl.db.engine import embedded_url, make_engine
+    from etl.demo import run_demo, summary_lines
+
+    if app.settings.database_url:
+        url = database_url_of(app)
+    else:
+        console.print(f"starting the embedded PostgreSQL in {app.settings.home / 'pgdata'}")
+        url = embedded_url(app.settings.home, keep_running=True)
+        app._engine = make_engine(url)
+    console.print("simulator up; migrating, then backfilling 7 days of the demo account")
+    with _progress(no_progress) as progress:
+        report = run_demo(app.settings, app.engine, progress=progress)
+    _print_results([report.backfill, report.sync])
+    for line in summary_lines(report, url):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def database_url_of(app: App) -> str:
+    from etl.db.engine import database_url
+
+    return database_url(app.settings)

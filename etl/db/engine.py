@@ -19,11 +19,14 @@ EMBEDDED_DATABASE = "cdr_etl"
 _servers: dict[Path, Any] = {}
 
 
-def embedded_url(home: Path, database: str = EMBEDDED_DATABASE) -> str:
+def embedded_url(
+    home: Path, database: str = EMBEDDED_DATABASE, *, keep_running: bool = False
+) -> str:
     """Start (or reuse) the embedded PostgreSQL server in `home`/pgdata; return its URL.
 
     The server is started by the first process that needs it and stopped when the last
-    process using it exits (pgserver keeps the list of handles in the data folder).
+    process using it exits (pgserver keeps the list of handles in the data folder), unless
+    that process asked to `keep_running` (the demo, so that psql can connect after it).
     """
     pgdata = (home / "pgdata").resolve()
     server = _servers.get(pgdata)
@@ -40,7 +43,7 @@ def embedded_url(home: Path, database: str = EMBEDDED_DATABASE) -> str:
             ) from None
         pgdata.mkdir(parents=True, exist_ok=True)
         log.info("starting the embedded PostgreSQL server in %s", pgdata)
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pgserver.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
         _servers[pgdata] = server
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "1 row" not in exists:
