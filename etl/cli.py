@@ -474,3 +474,60 @@ def database_url_of(app: App) -> str:
     from etl.db.engine import database_url
 
     return database_url(app.settings)
+
+
+@cli.command()
+@click.option(
+    "--account", "names", multiple=True, metavar="NAME",
+    help="Account to snapshot (repeatable). Default: every configured account.",
+)  # fmt: skip
+@pass_app
+def live(app: App, names: tuple[str, ...]) -> int:
+    """One snapshot of the calls in progress (live=1&fullAccount=1) into the database.
+
+    The account's rows in live_calls are replaced at once (calls that ended disappear) and
+    one row (active, ringing, talking) is added to live_samples. Legs that just ended are
+    not counted. Exit 1 if any account failed.
+    """
+    from etl.live import snapshot_live
+    from etl.live import summary as live_summary
+    from etl.windows import utc_now
+
+    with _client(app) as client:
+        results = [
+            snapshot_live(app.engine, source, account.name, utc_now(), _run_id())
+            for account, source in _sources(app, client, names)
+        ]
+    for result in results:
+        click.echo(live_summary(result), err=result.status == "failed")
+    return 0 if all(r.status != "failed" for r in results) else 1
+
+
+@cli.command()
+@click.option("--account", "name", required=True, metavar="NAME", help="The account to check.")
+@click.option("--repair", is_flag=True, help="Store what is missing or stale.")
+@pass_app
+def verify(app: App, name: str, repair: bool) -> int:
+    """Compare the last 24 hours as the API serves them (recent=1) with the database.
+
+    Reports CDRs missing from the database, stored with other content, and stored but no
+    longer served (never deleted). Exit 1 when they differ (or the check failed); with
+    --repair the missing and stale ones are stored, and the exit code says whether the
+    database differed before the repair.
+    """
+    from etl.verify import summary as verify_summary
+    from etl.verify import verify_account
+    from etl.windows import utc_now
+
+    with _client(app) as client:
+        ((account, source),) = _sources(app, client, (name,))
+        result = verify_account(
+            app.engine, source, account.name, utc_now(), _run_id(), repair=repair
+        )
+    click.echo(verify_summary(result), err=result.status == "failed")
+    for label, callids in (("missing", result.missing), ("different", result.different),
+                           ("extra", result.extra)):  # fmt: skip
+        if callids:
+            shown = ", ".join(callids[:10]) + (" ..." if len(callids) > 10 else "")
+            click.echo(f"  {label} ({len(callids)}): {shown}")
+    return 0 if result.status in ("ok", "skipped") else 1

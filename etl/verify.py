@@ -1,0 +1,262 @@
+"""`cdr-etl verify`: compare the provider's last 24 hours with the database, and repair.
+
+One request (`recent=1`: one unpaged answer, which the client gives its own, longer
+timeout), normalized and deduplicated by `callid` (the last one served wins), compared
+with the account's rows of `cdrs`:
+
+    missing    served, not stored
+    different  stored with another content hash than the one served (stale content)
+    extra      stored, not served, with a `detect_time` within [min, max] of the served
+               records' `detect_time` (the range the answer is known to cover)
+
+`served` counts the records of the answer as it came (duplicates and rejects included,
+as `fetched` does everywhere); `stored` counts the account's rows in scope: those whose
+callid was served, plus the extra ones. The status is "differs" when any of the three
+lists is non-empty (it tells what was found, also when the repair then fixed it), "ok"
+otherwise, "failed" on an API or database error, "skipped" when another process is
+verifying the account (the advisory lock "verify" is only tried, as the sync does).
+
+With `repair=True` the missing and different CDRs are stored with `load_page` in one
+transaction (the upsert rewrites a row only when its hash differs, so a row the sync
+fixed meanwhile is counted unchanged), together with the records that did not normalize
+(into `rejects`, as every run keeps them). Extra rows are reported, never deleted: a
+provider that stops serving a CDR is no proof that the call did not happen.
+
+Each verify that takes the lock records a `runs` row of kind "verify", repair or not: the
+run history is the audit trail of repairs. Its figures: pages 1, fetched = served,
+inserted / updated from the repair, unchanged = served CDRs found stored as served,
+rejected; its range is the 24 hours before `now` on the provider's wall clock; its status
+"ok" (whatever the differences) or "failed" with the error.
+
+`verify_account` never raises for an API or database error: it returns status "failed"
+with a one-line, secret-free error (`etl.sync.describe`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, Text, and_, any_, bindparam, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from etl.api.client import RequestStats
+from etl.db.load import load_page
+from etl.db.models import cdrs
+from etl.db.state import RunFigures, account_lock, finish_run, start_run
+from etl.logs import log_context
+from etl.normalize import Cdr, Reject, normalize
+from etl.pipeline import Source
+from etl.sync import describe, error_kind
+from etl.windows import wall_clock
+
+log = logging.getLogger(__name__)
+
+RECENT_SPAN = timedelta(hours=24)
+
+_IN_SCOPE = (
+    select(cdrs.c.callid, cdrs.c.content_hash)
+    .where(
+        cdrs.c.account_id == bindparam("account_id"),
+        or_(
+            cdrs.c.callid == any_(bindparam("callids", type_=ARRAY(Text))),
+            and_(
+                cdrs.c.detect_time >= bindparam("first", type_=cdrs.c.detect_time.type),
+                cdrs.c.detect_time <= bindparam("last", type_=cdrs.c.detect_time.type),
+            ),
+        ),
+    )
+    .order_by(cdrs.c.callid)
+)
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of one account's verify, as the summary shows it."""
+
+    account: str
+    status: str  # ok | differs | failed | skipped
+    served: int = 0
+    stored: int = 0
+    missing: list[str] = field(default_factory=list)  # callids, sorted
+    different: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    repaired: int = 0  # rows the repair inserted or rewrote
+    rejected: int = 0  # served records that did not normalize
+    requests: int = 0
+    retries: int = 0
+    error: str | None = None
+    error_kind: str | None = None  # auth | transient | fatal | database | internal
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Nothing wrong: no difference found, or the account was busy."""
+        return self.status in ("ok", "skipped")
+
+
+@dataclass
+class Comparison:
+    """The served records against the stored rows (pure result of `compare`)."""
+
+    missing: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    same: int = 0
+    stored: int = 0
+
+
+def compare(served: dict[str, Cdr], stored: list[tuple[str, str]]) -> Comparison:
+    """Pure: `served` (callid -> leg) against the stored (callid, content_hash) in scope."""
+    result = Comparison(stored=len(stored))
+    seen: set[str] = set()
+    for callid, stored_hash in stored:
+        seen.add(callid)
+        leg = served.get(callid)
+        if leg is None:
+            result.extra.append(callid)
+        elif leg.content_hash != stored_hash:
+            result.different.append(callid)
+        else:
+            result.same += 1
+    result.missing = sorted(callid for callid in served if callid not in seen)
+    result.different.sort()
+    result.extra.sort()
+    return result
+
+
+def summary(result: VerifyResult) -> str:
+    line = (
+        f"verify {result.account}: {result.status} in {result.seconds:.1f}s, "
+        f"served {result.served}, stored {result.stored}, missing {len(result.missing)}, "
+        f"different {len(result.different)}, extra {len(result.extra)}, "
+        f"repaired {result.repaired}, rejected {result.rejected}, "
+        f"{result.requests} requests, {result.retries} retries"
+    )
+    return f"{line}; error: {result.error}" if result.error else line
+
+
+def verify_account(
+    engine: Engine,
+    source: Source,
+    account_name: str,
+    now: datetime,
+    run_id: str,
+    *,
+    repair: bool = False,
+) -> VerifyResult:
+    """Compare the last 24 hours the provider serves with `cdrs`; with `repair`, store
+    what is missing or different. Records a `runs` row of kind "verify". A naive `now`
+    is a programming error (ValueError), not a failed verify."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
+    began = time.monotonic()
+    result = VerifyResult(account_name, "ok")
+    stats = RequestStats()
+    figures = RunFigures()
+    row: int | None = None
+    with log_context(account=account_name, run_id=run_id):
+        try:
+            with account_lock(engine, source.account_id, "verify") as got:
+                if not got:
+                    result.status = "skipped"
+                    result.error = "another process is verifying this account"
+                else:
+                    local_now = wall_clock(now, source.tz)
+                    row = start_run(
+                        engine,
+                        run_id,
+                        source.account_id,
+                        "verify",
+                        local_now - RECENT_SPAN,
+                        local_now,
+                    )
+                    _verify(engine, source, run_id, repair, result, figures, stats)
+        except Exception as exc:
+            result.status = "failed"
+            result.error, result.error_kind = describe(exc), error_kind(exc)
+            log.debug("verify %s failed", account_name, exc_info=True)
+        result.requests, result.retries = stats.requests, stats.retries
+        figures.requests, figures.retries = stats.requests, stats.retries
+        result.seconds = time.monotonic() - began
+        if row is not None:
+            status = "failed" if result.status == "failed" else "ok"
+            try:
+                finish_run(engine, row, figures, status, result.error)
+            except Exception as exc:  # the database is gone: the summary still tells
+                log.warning("verify %s: run history not recorded: %s", account_name, describe(exc))
+        log.log(
+            logging.INFO if result.ok else logging.ERROR,
+            summary(result),
+            extra={
+                "event_kind": "verify_summary",
+                "served": result.served,
+                "stored": result.stored,
+                "missing": len(result.missing),
+                "different": len(result.different),
+                "extra": len(result.extra),
+                "repaired": result.repaired,
+                "rejected": result.rejected,
+                "requests": result.requests,
+                "retries": result.retries,
+            },
+        )
+        return result
+
+
+def _verify(
+    engine: Engine,
+    source: Source,
+    run_id: str,
+    repair: bool,
+    result: VerifyResult,
+    figures: RunFigures,
+    stats: RequestStats,
+) -> None:
+    """Fetch, compare, and repair if asked, filling `result` and `figures` on the way."""
+    records = source.client.fetch_recent(source.creds, stats=stats)
+    figures.pages = 1
+    result.served = figures.fetched = len(records)
+    served: dict[str, Cdr] = {}
+    bad: list[Reject] = []
+    for record in records:
+        leg = normalize(record, source.tz)
+        if isinstance(leg, Cdr):
+            served[leg.callid] = leg
+        else:
+            bad.append(leg)
+    result.rejected = figures.rejected = len(bad)
+    stored = _stored_in_scope(engine, source.account_id, served)
+    found = compare(served, stored)
+    result.stored = found.stored
+    result.missing, result.different, result.extra = found.missing, found.different, found.extra
+    figures.unchanged = found.same
+    if found.missing or found.different or found.extra:
+        result.status = "differs"
+    if not repair:
+        return
+    wanted = [served[callid] for callid in (*found.missing, *found.different)]
+    if not wanted and not bad:
+        return
+    with engine.begin() as conn:
+        counts = load_page(conn, source.account_id, wanted, bad, run_id)
+    figures.inserted, figures.updated = counts.inserted, counts.updated
+    figures.unchanged += counts.unchanged
+    result.repaired = counts.inserted + counts.updated
+
+
+def _stored_in_scope(
+    engine: Engine, account_id: int, served: dict[str, Cdr]
+) -> list[tuple[str, str]]:
+    """(callid, content_hash) of the account's rows whose callid was served or whose
+    detect_time lies within the served records' detect_time range."""
+    times = [leg.detect_time for leg in served.values() if leg.detect_time is not None]
+    first, last = (min(times), max(times)) if times else (None, None)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            _IN_SCOPE,
+            {"account_id": account_id, "callids": sorted(served), "first": first, "last": last},
+        ).all()
+    return [(callid, content_hash) for callid, content_hash in rows]
