@@ -11,7 +11,8 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from etl.config import Settings, format_duration
-from etl.db.models import accounts, cdrs, rejects, runs, watermarks
+from etl.db.models import accounts, cdrs, rejects, runs
+from etl.db.state import read_watermarks
 
 
 @dataclass
@@ -44,13 +45,7 @@ def account_status(
         for account in conn.execute(select(accounts).order_by(accounts.c.name)).mappings():
             status = AccountStatus(account["name"], account["username"], account["timezone"])
             local_now = now.astimezone(ZoneInfo(account["timezone"])).replace(tzinfo=None)
-            marks = dict(
-                conn.execute(
-                    select(watermarks.c.pass_name, watermarks.c.position).where(
-                        watermarks.c.account_id == account["id"]
-                    )
-                ).all()
-            )
+            marks = read_watermarks(conn, account["id"])
             for name in sorted(configured | set(marks), key=_delay_order):
                 position = marks.get(name)
                 lag = local_now - position if position else None

@@ -4,6 +4,7 @@ replicas sharing one database."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -269,7 +270,7 @@ def test_two_replicas_share_accounts_without_overlap(
             .where(runs.c.kind == "sync")
             .order_by(runs.c.started_at)
         ).all()
-    for before, after in zip(spans, spans[1:], strict=False):
+    for before, after in itertools.pairwise(spans):
         assert before.finished_at is not None
         assert before.finished_at <= after.started_at, "two syncs of one account overlapped"
     assert_settled_range_exact(engine, sim)

@@ -1,4 +1,4 @@
-"""Window planning: due windows cover every instant up to now − delay, with no gap and no
+"""Window planning: due windows cover every instant up to now - delay, with no gap and no
 window over the size, across DST changes, however often the run happens."""
 
 from __future__ import annotations
@@ -103,14 +103,14 @@ def test_windows_cover_every_instant_without_gap_across_dst(
     delay: timedelta,
     size: timedelta,
 ) -> None:
-    """Whatever the run times, the read windows tile [first, now − delay] exactly."""
+    """Whatever the run times, the read windows tile [first, now - delay] exactly."""
     tz = ZoneInfo(zone)
     first, read, limit = _simulate(tz, start + timedelta(minutes=offset), steps, delay, size)
     cursor = first
     for window in read:
         assert window.start == cursor  # no gap, no overlap beyond the shared boundary
         cursor = window.end
-    # Every wall-clock instant up to now − delay is covered (the cursor may be ahead when
+    # Every wall-clock instant up to now - delay is covered (the cursor may be ahead when
     # the clock went back, never behind).
     assert cursor >= limit
 

@@ -43,7 +43,9 @@ def embedded_url(
             ) from None
         pgdata.mkdir(parents=True, exist_ok=True)
         log.info("starting the embedded PostgreSQL server in %s", pgdata)
-        server = pgserver.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            pgdata, cleanup_mode=None if keep_running else "stop"
+        )
         _servers[pgdata] = server
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "1 row" not in exists:

@@ -8,7 +8,7 @@ positions on the provider's wall clock (watermarks, windows) are stored as naive
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     func,
 )
@@ -226,13 +227,14 @@ class BackfillWindow(Base):
     done_at: Mapped[datetime] = _now()
 
 
-accounts = Account.__table__
-cdrs = Cdr.__table__
-watermarks = Watermark.__table__
-runs = Run.__table__
-rejects = Reject.__table__
-live_calls = LiveCall.__table__
-live_samples = LiveSample.__table__
-backfills = Backfill.__table__
-backfill_windows = BackfillWindow.__table__
+# The Core tables, for the statements of the loader and the state module.
+accounts = cast(Table, Account.__table__)
+cdrs = cast(Table, Cdr.__table__)
+watermarks = cast(Table, Watermark.__table__)
+runs = cast(Table, Run.__table__)
+rejects = cast(Table, Reject.__table__)
+live_calls = cast(Table, LiveCall.__table__)
+live_samples = cast(Table, LiveSample.__table__)
+backfills = cast(Table, Backfill.__table__)
+backfill_windows = cast(Table, BackfillWindow.__table__)
 metadata = Base.metadata
