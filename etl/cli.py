@@ -436,9 +436,10 @@ def daemon(app: App) -> int:
     """
     import threading
 
-    from etl.daemon import Daemon
+    from etl.daemon import Daemon, pool_size
 
     stop = threading.Event()
+    app._engine = engine_from_settings(app.settings, pool_size=pool_size(app.settings))
     with _client(app, sleep=stop.wait) as client:
         sources = _sources(app, client, ())
         return Daemon(app.settings, app.engine, sources, stop=stop).run()

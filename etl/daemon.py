@@ -40,6 +40,13 @@ from etl.windows import utc_now
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+LIVE_WORKERS = 2
+
+
+def pool_size(settings: Settings) -> int:
+    """Database connections the daemon may use at once: a lock and a load connection per
+    sync in flight, one per live snapshot, and one for health checks and metrics."""
+    return 2 * settings.sync.concurrency + LIVE_WORKERS + 1
 
 
 def _run_id() -> str:
@@ -65,9 +72,13 @@ class Daemon:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.stop = stop or threading.Event()
-        workers = min(settings.sync.concurrency, len(sources)) + 2 * len(sources)
+        # Syncs and verifies share `sync.concurrency` workers; live snapshots (quick) have
+        # their own few, so a long catch-up never starves them.
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=max(workers, 1))},
+            executors={
+                "default": ThreadPoolExecutor(max_workers=settings.sync.concurrency),
+                "live": ThreadPoolExecutor(max_workers=LIVE_WORKERS),
+            },
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
             timezone="UTC",
         )
@@ -84,7 +95,7 @@ class Daemon:
             if account.live:
                 self._add(
                     f"live:{account.name}", self.live_job, (account, source),
-                    sync.live_interval, timedelta(0), first=now,
+                    sync.live_interval, timedelta(0), first=now, executor="live",
                 )  # fmt: skip
             if sync.verify_interval is not None:
                 self._add(
@@ -101,6 +112,7 @@ class Daemon:
         jitter: timedelta,
         *,
         first: datetime,
+        executor: str = "default",
     ) -> None:
         self.scheduler.add_job(
             func,
@@ -113,6 +125,7 @@ class Daemon:
             coalesce=True,
             misfire_grace_time=None,
             replace_existing=True,
+            executor=executor,
         )
 
     # -- jobs: none of them raises; one account's failure never touches another --------------

@@ -51,6 +51,8 @@ def test_schedule_spells_out_every_job_option(clean_env: None) -> None:
     assert jobs["sync:default"].trigger.interval == timedelta(minutes=5)
     assert jobs["sync:default"].trigger.jitter == 30
     assert jobs["live:default"].trigger.interval == timedelta(seconds=30)
+    assert jobs["live:default"].executor == "live"  # never starved by a long catch-up
+    assert jobs["sync:default"].next_run_time == now  # catch up at start
     engine.dispose()
 
 
