@@ -216,3 +216,44 @@ def test_connection_cut_mid_run_then_next_run_is_exact(
                            text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert_exact(engine, sim, start, end)
+
+
+def test_database_restart_mid_run_then_next_run_is_exact(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A real PostgreSQL restart (pg_ctl restart -m fast) while a backfill writes: the run
+    fails cleanly or survives, and the re-run is exact."""
+    import pgserver  # type: ignore[import-untyped]
+
+    from etl.db.engine import embedded_url, make_engine, stop_embedded
+    from etl.db.migrate import upgrade
+
+    url = embedded_url(tmp_path / "restart")
+    engine = make_engine(url, pool_size=2)
+    try:
+        upgrade(engine)
+        env = cli_env(url, sim, tmp_path)
+        end = wall(datetime.now(UTC) - timedelta(days=3)).replace(minute=0, second=0)
+        start = end - timedelta(hours=24)
+        args = ("backfill", "--account", "default", "--start", f"{start}", "--end", f"{end}",
+                "--no-progress")  # fmt: skip
+        process = cdr_etl(*args, env=env)
+
+        def started() -> bool:
+            with engine.connect() as conn:
+                return bool(conn.scalar(select(func.count()).select_from(cdrs)))
+
+        wait_until(started)
+        user = "pgserver" if os.geteuid() == 0 else None
+        pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=tmp_path / "restart" / "pgdata",
+                        user=user)  # fmt: skip
+        out, err = process.communicate(timeout=300)
+        assert process.returncode in (0, 1), err
+        again = subprocess.run([sys.executable, "-m", "etl", *args], env=env,
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        engine.dispose()
+        assert_exact(engine, sim, start, end)
+    finally:
+        engine.dispose()
+        stop_embedded()
