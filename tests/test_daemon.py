@@ -276,3 +276,31 @@ def test_two_replicas_share_accounts_without_overlap(
         assert before.finished_at is not None
         assert before.finished_at <= after.started_at, "two syncs of one account overlapped"
     assert_settled_range_exact(engine, sim)
+
+
+def test_health_is_503_when_the_database_or_scheduler_is_down(
+    engine: Engine, clean_env: None
+) -> None:
+    """/healthz answers 200 only while the scheduler runs and the database answers."""
+    from etl.db.engine import make_engine
+
+    settings = load_settings({"CDR_ETL_USERNAME": USERNAME, "CDR_ETL_DAEMON_PORT": "0"})
+    account = settings.accounts[0]
+    dead = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    for db, expected in ((engine, 200), (dead, 503)):
+        daemon = Daemon(settings, db, [(account, None)])  # type: ignore[list-item]
+        server = daemon.serve_health()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 503  # not started
+            daemon.scheduler.start(paused=True)
+            assert httpx.get(f"{base}/healthz", timeout=15).status_code == expected
+            assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200
+            assert httpx.get(f"{base}/other", timeout=5).status_code == 404
+            daemon.stop.set()
+            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 503  # stopping
+        finally:
+            daemon.scheduler.shutdown(wait=False)
+            server.shutdown()
+            server.server_close()
+    dead.dispose()
