@@ -4,7 +4,8 @@ One request (`recent=1`: one unpaged answer, which the client gives its own, lon
 timeout), normalized and deduplicated by `callid` (the last one served wins), compared
 with the account's rows of `cdrs`:
 
-    missing    served, not stored
+    missing    served, not stored (of the CDRs up to the sync's newest watermark: newer
+               ones are counted as `pending`, not yet due)
     different  stored with another content hash than the one served (stale content)
     extra      stored, not served, with a `detect_time` within [min, max] of the served
                records' `detect_time` (the range the answer is known to cover)
@@ -45,9 +46,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from etl.api.client import RequestStats
 from etl.db.load import load_page
 from etl.db.models import cdrs
-from etl.db.state import RunFigures, account_lock, finish_run, start_run
+from etl.db.state import RunFigures, account_lock, finish_run, read_watermarks, start_run
 from etl.logs import log_context
-from etl.normalize import Cdr, Reject, normalize
+from etl.normalize import Cdr, Reject, normalize, to_utc
 from etl.pipeline import Source
 from etl.sync import describe, error_kind
 from etl.windows import wall_clock
@@ -85,6 +86,7 @@ class VerifyResult:
     extra: list[str] = field(default_factory=list)
     repaired: int = 0  # rows the repair inserted or rewrote
     rejected: int = 0  # served records that did not normalize
+    pending: int = 0  # served CDRs newer than the sync's newest watermark: not due yet
     requests: int = 0
     retries: int = 0
     error: str | None = None
@@ -133,6 +135,7 @@ def summary(result: VerifyResult) -> str:
         f"served {result.served}, stored {result.stored}, missing {len(result.missing)}, "
         f"different {len(result.different)}, extra {len(result.extra)}, "
         f"repaired {result.repaired}, rejected {result.rejected}, "
+        f"not yet due {result.pending}, "
         f"{result.requests} requests, {result.retries} retries"
     )
     return f"{line}; error: {result.error}" if result.error else line
@@ -228,6 +231,7 @@ def _verify(
         else:
             bad.append(leg)
     result.rejected = figures.rejected = len(bad)
+    served, result.pending = _due(engine, source, served)
     stored = _stored_in_scope(engine, source.account_id, served)
     found = compare(served, stored)
     result.stored = found.stored
@@ -245,6 +249,23 @@ def _verify(
     figures.inserted, figures.updated = counts.inserted, counts.updated
     figures.unchanged += counts.unchanged
     result.repaired = counts.inserted + counts.updated
+
+
+def _due(engine: Engine, source: Source, served: dict[str, Cdr]) -> tuple[dict[str, Cdr], int]:
+    """The served CDRs the sync should already hold: those up to the most advanced pass's
+    watermark (a CDR of the last two minutes is not missing, just not due yet). With no
+    watermark (never synced), all of them."""
+    with engine.connect() as conn:
+        marks = read_watermarks(conn, source.account_id)
+    if not marks:
+        return served, 0
+    cutoff = to_utc(max(marks.values()), source.tz)
+    due = {
+        callid: leg
+        for callid, leg in served.items()
+        if leg.detect_time is None or leg.detect_time <= cutoff
+    }
+    return due, len(served) - len(due)
 
 
 def _stored_in_scope(
