@@ -118,10 +118,18 @@ def migrate(app: App) -> None:
     """Bring the database schema to the newest revision (safe to run again)."""
     from etl.db.migrate import current_revision, head_revision, upgrade
 
+    from etl.db.roles import ensure_reader_role
+
     before = current_revision(app.engine)
     upgrade(app.engine)
     head = head_revision()
     app.sync_accounts()
+    if not ensure_reader_role(app.engine):
+        click.echo(
+            "note: the read-only role cdr_reader could not be set up by this database user; "
+            "see README (A read-only role for BI) for the SQL to run by hand",
+            err=True,
+        )
     if before == head:
         console.print(f"schema already at revision {head}")
     else:

@@ -44,14 +44,14 @@ def test_embedded_server_starts_is_reused_and_stops(tmp_path: Path) -> None:
     engine.dispose()
     pid = _postmaster_pid(home / "pgdata")
     assert _running(pid)
-    stop_embedded()
-    assert not engine_module._servers
+    stop_embedded(home)
+    assert (home / "pgdata").resolve() not in engine_module._servers
     assert not _running(pid)
     engine = make_engine(embedded_url(home), pool_size=1)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT x FROM kept")).scalar() == 42
     engine.dispose()
-    stop_embedded()
+    stop_embedded(home)
 
 
 @pytest.mark.slow

@@ -256,4 +256,4 @@ def test_database_restart_mid_run_then_next_run_is_exact(
         assert_exact(engine, sim, start, end)
     finally:
         engine.dispose()
-        stop_embedded()
+        stop_embedded(tmp_path / "restart")

@@ -57,11 +57,14 @@ def embedded_url(
     return f"postgresql+psycopg://postgres@{info.hostname}:{info.port}/{database}"
 
 
-def stop_embedded() -> None:
-    """Release this process's handle on the embedded servers (stops them if last)."""
-    while _servers:
-        _, server = _servers.popitem()
-        server.cleanup()
+def stop_embedded(home: Path | None = None) -> None:
+    """Release this process's handle on the embedded server of `home` (default: all of
+    them); a server is stopped when its last handle goes."""
+    chosen = [(home / "pgdata").resolve()] if home is not None else list(_servers)
+    for pgdata in chosen:
+        server = _servers.pop(pgdata, None)
+        if server is not None:
+            server.cleanup()
 
 
 def database_url(settings: Settings) -> str:
