@@ -117,7 +117,6 @@ def cli(
 def migrate(app: App) -> None:
     """Bring the database schema to the newest revision (safe to run again)."""
     from etl.db.migrate import current_revision, head_revision, upgrade
-
     from etl.db.roles import ensure_reader_role
 
     before = current_revision(app.engine)
