@@ -46,6 +46,7 @@ def cli_env(db_url: str, server: SimulatorServer, tmp_path: Path, **extra: str) 
         CDR_ETL_TIMEZONE=TZ,
         CDR_ETL_HOME=str(tmp_path / "home"),
         CDR_ETL_API_PAGE_SIZE="100",
+        CDR_ETL_SYNC_INITIAL_LOOKBACK="6h",
         CDR_ETL_LOG_LEVEL="DEBUG",
         **extra,
     )
@@ -98,7 +99,7 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
     """SIGKILL a backfill three times mid-run; the re-run completes it: exact, no doubles."""
     env = cli_env(db_url, sim, tmp_path)
     end = wall(datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0)
-    start = end - timedelta(hours=36)
+    start = end - timedelta(hours=24)
     args = ("backfill", "--account", "default", "--start", f"{start}", "--end", f"{end}",
             "--window", "1h", "--concurrency", "3", "--no-progress")  # fmt: skip
     rng = random.Random(5)
@@ -128,7 +129,7 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
         windows = conn.scalar(select(func.count()).select_from(backfill_windows))
         kinds = set(conn.execute(select(runs.c.kind)).scalars())
         marks = conn.scalar(select(func.count()).select_from(watermarks))
-    assert windows == 36
+    assert windows == 24
     assert kinds == {"backfill"}
     assert marks == 0  # a backfill leaves the incremental watermarks alone
 
@@ -148,7 +149,7 @@ def test_two_syncs_at_once_are_exact(
     with engine.connect() as conn:
         mark = conn.scalar(select(watermarks.c.position).where(watermarks.c.pass_name == "2m"))
     assert mark is not None
-    begin = wall(datetime.now(UTC)) - timedelta(hours=24, minutes=5)
+    begin = wall(datetime.now(UTC)) - timedelta(hours=6, minutes=5)
     settled = mark - timedelta(hours=1)  # calls still going on at the read come later
     truth = sim.sim.truth_between(USERNAME, begin + timedelta(minutes=10), settled)
     rows = stored(engine)
