@@ -215,9 +215,11 @@ def _canonical_record(raw: Mapping[Any, Any]) -> dict[Any, Any]:
         for key, value in raw.items()
         if (
             text := value
-            if type(value) is str and value and value[0] not in suspect
+            if (kind := type(value)) is str and value and value[0] not in suspect
             else str(value)
-            if type(value) is int
+            if kind is int
+            else None
+            if value is None or value == ""
             else _canon(value)
         )
         is not None
@@ -309,12 +311,28 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# zone -> {wall-clock text -> its UTC time}: the legs of one call share times, and a page
+# holds many legs of few calls. Bounded (emptied when full); a race only recomputes.
+_TIMES: dict[ZoneInfo, dict[str, datetime]] = {}
+
+
 def _time(text: Any, name: str, tz: ZoneInfo) -> datetime | None:
     if text is None:
         return None
+    if type(text) is str:
+        times = _TIMES.get(tz)
+        if times is None or len(times) > 50_000:
+            times = _TIMES[tz] = {}
+        known = times.get(text)
+        if known is None:
+            known = times[text] = _time_of_text(text, name, tz)
+        return known
+    return _time_slow(text, name, tz)
+
+
+def _time_of_text(text: str, name: str, tz: ZoneInfo) -> datetime:
     if (
-        type(text) is str
-        and len(text) == 19
+        len(text) == 19
         and text[10] in " T"
         and text[13] == ":"
         and text[16] == ":"
@@ -417,8 +435,8 @@ def _normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:
     if b"\\u0000" in blob and _has_nul(canon):  # PostgreSQL text and jsonb refuse NUL
         safe_callid = callid if "\x00" not in callid else None
         return Reject("record contains a NUL character", _storable(record), safe_callid)
-    texts = [get(name) for name in TEXT_FIELDS]
-    if b"{" in blob[1:] or b"[" in blob:  # maybe a nested value: make it JSON text
+    texts = list(map(get, TEXT_FIELDS))
+    if blob.find(b"{", 1) >= 0 or b"[" in blob:  # maybe a nested value: make it JSON text
         texts = [_text_of(text) for text in texts]
     orig, ref, typ, ani, dnis, ani_user, dnis_user, name_ani, name_dnis, route, reason = texts
     duration = record.get("duration")

@@ -127,7 +127,7 @@ def store_window(
     fetched = 0
     held: tuple[list[Cdr], list[Reject], int] | None = None
     try:
-        for page in ahead(pages):
+        for page in ahead(pages, depth=1):  # one page fetched ahead: overlap, flat memory
             figures.pages += 1
             fetched += page[2]
             figures.fetched += page[2]

@@ -1,10 +1,14 @@
 """The bulk load: a page of normalized CDRs into `cdrs`, on one connection and transaction.
 
 1. dedup the page by `callid` (the same key twice in one statement breaks ON CONFLICT);
-2. COPY the rows into a session-private temporary staging table (never shared between
-   runs: every connection has its own);
+2. COPY the rows, in binary, into a session-private temporary staging table (never shared
+   between runs: every connection has its own; it empties itself at commit);
 3. one INSERT ... SELECT ... ON CONFLICT (account_id, callid) DO UPDATE ... WHERE the
    content hash differs, built by SQLAlchemy from the models, counting what it did.
+
+The fast path (see bench/): binary COPY halves both our CPU and the server's per row
+against text COPY; `raw` goes out as the bytes orjson gives, in jsonb's binary wire form
+(a version byte, 1, then the JSON text), so it is neither decoded to `str` nor re-encoded.
 
 Rows are inserted in `callid` order so concurrent writers of overlapping pages (a backfill
 beside the daemon) take row locks in the same order and do not deadlock.
@@ -14,21 +18,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    DateTime,
+    Integer,
     MetaData,
     Select,
+    String,
     Table,
     func,
     literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.schema import CreateTable
+from sqlalchemy.types import TypeEngine
 
 from etl.db.models import cdrs, rejects
 from etl.normalize import Cdr, Reject, content_hash
@@ -83,8 +92,23 @@ def _count_statement() -> Select[tuple[int, int]]:
     return select(func.count().filter(done.c.inserted), func.count()).select_from(done)
 
 
+def _copy_type(sql_type: TypeEngine[Any]) -> str:
+    """The name psycopg knows a column's binary COPY type by, from the model's type."""
+    if isinstance(sql_type, JSONB):
+        return "bytea"  # sent as jsonb's wire form, b"\x01" + JSON text (see module doc)
+    if isinstance(sql_type, DateTime):
+        return "timestamptz" if sql_type.timezone else "timestamp"
+    if isinstance(sql_type, Integer):
+        return "int8" if sql_type.__visit_name__ == "big_integer" else "int4"
+    if isinstance(sql_type, String):  # Text and String(n) share the wire form
+        return "text"
+    raise TypeError(f"no binary COPY type for {sql_type!r}")  # pragma: no cover
+
+
 _UPSERT = _count_statement()
-_COPY = f"COPY cdr_staging ({', '.join(LOAD_COLUMNS)}) FROM STDIN"
+_COPY = f"COPY cdr_staging ({', '.join(LOAD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = [_copy_type(staging.c[name].type) for name in LOAD_COLUMNS]
+_JSONB_WIRE = b"\x01"  # jsonb binary format version
 
 
 def load_page(
@@ -103,9 +127,12 @@ def load_page(
         return counts
     _prepare_staging(conn)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    dumps, wire = orjson.dumps, _JSONB_WIRE
     with cursor.copy(_COPY) as copy:
+        copy.set_types(_COPY_TYPES)
+        write = copy.write_row
         for row in unique:
-            copy.write_row((account_id, *row[:-2], orjson.dumps(row.raw).decode(), row[-1]))
+            write((account_id, *row[:-2], wire + dumps(row[-2]), row[-1]))
     inserted, changed = conn.execute(_UPSERT).one()
     counts.inserted = inserted
     counts.updated = changed - inserted
