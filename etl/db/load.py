@@ -1,10 +1,14 @@
 """The bulk load: a page of normalized CDRs into `cdrs`, on one connection and transaction.
 
 1. dedup the page by `callid` (the same key twice in one statement breaks ON CONFLICT);
-2. COPY the rows, in binary, into a session-private temporary staging table (never shared
-   between runs: every connection has its own; it empties itself at commit);
-3. one INSERT ... SELECT ... ON CONFLICT (account_id, callid) DO UPDATE ... WHERE the
-   content hash differs, built by SQLAlchemy from the models, counting what it did.
+2. a page none of whose CDRs is stored yet (a backfill, a first read) is COPied straight
+   into `cdrs` under a savepoint: all inserted. Should a concurrent writer have stored one
+   of them meanwhile, the unique key refuses the COPY and the page takes step 3;
+3. otherwise COPY the rows, in binary, into a session-private temporary staging table
+   (never shared between runs: every connection has its own; it empties itself at
+   commit), then one INSERT ... SELECT ... ON CONFLICT (account_id, callid) DO UPDATE ...
+   WHERE the content hash differs, built by SQLAlchemy from the models, counting what it
+   did.
 
 The fast path (see bench/): binary COPY halves both our CPU and the server's per row
 against text COPY; `raw` goes out as the bytes orjson gives, in jsonb's binary wire form
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import (
     Boolean,
     Column,
@@ -31,11 +36,14 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
+    any_,
+    bindparam,
     func,
     literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
@@ -107,6 +115,15 @@ def _copy_type(sql_type: TypeEngine[Any]) -> str:
 
 _UPSERT = _count_statement()
 _COPY = f"COPY cdr_staging ({', '.join(LOAD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_NEW = f"COPY cdrs ({', '.join(LOAD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_EXISTING = (
+    select(cdrs.c.callid)
+    .where(
+        cdrs.c.account_id == bindparam("account_id"),
+        cdrs.c.callid == any_(bindparam("callids", type_=ARRAY(Text))),
+    )
+    .limit(1)
+)
 _COPY_TYPES = [_copy_type(staging.c[name].type) for name in LOAD_COLUMNS]
 _JSONB_WIRE = b"\x01"  # jsonb binary format version
 
@@ -125,14 +142,11 @@ def load_page(
     unique = dedup(rows)
     if not unique:
         return counts
+    if not _existing(conn, account_id, unique) and _copy_new(conn, account_id, unique):
+        counts.inserted = len(unique)  # a page of new CDRs: straight into cdrs
+        return counts
     _prepare_staging(conn)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    dumps, wire = orjson.dumps, _JSONB_WIRE
-    with cursor.copy(_COPY) as copy:
-        copy.set_types(_COPY_TYPES)
-        write = copy.write_row
-        for row in unique:
-            write((account_id, *row[:-2], wire + dumps(row[-2]), row[-1]))
+    _copy(conn, _COPY, account_id, unique)
     inserted, changed = conn.execute(_UPSERT).one()
     counts.inserted = inserted
     counts.updated = changed - inserted
@@ -140,12 +154,41 @@ def load_page(
     return counts
 
 
+def _existing(conn: Connection, account_id: int, rows: Sequence[Cdr]) -> bool:
+    """Whether any of these CDRs is stored already (one primary-key probe per row)."""
+    found = conn.execute(_EXISTING, {"account_id": account_id, "callids": [r[0] for r in rows]})
+    return found.first() is not None
+
+
+def _copy_new(conn: Connection, account_id: int, rows: Sequence[Cdr]) -> bool:
+    """COPY rows that were not stored a moment ago straight into cdrs, under a savepoint.
+
+    A concurrent writer (a backfill beside the daemon) may store one of them in between:
+    the unique key then refuses the COPY, the savepoint rolls it back, and the caller
+    takes the upsert path. Returns whether the rows are in."""
+    try:
+        with conn.begin_nested():
+            _copy(conn, _COPY_NEW, account_id, rows)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+def _copy(conn: Connection, statement: str, account_id: int, rows: Sequence[Cdr]) -> None:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    dumps, wire = orjson.dumps, _JSONB_WIRE
+    with cursor.copy(statement) as copy:
+        copy.set_types(_COPY_TYPES)
+        write = copy.write_row
+        for row in rows:
+            write((account_id, *row[:-2], wire + dumps(row[-2]), row[-1]))
+
+
 def _prepare_staging(conn: Connection) -> None:
-    """Create this session's staging table once; empty it (it empties itself at commit)."""
-    info = conn.connection.info
-    if "cdr_staging" not in info:
-        conn.execute(CreateTable(staging, if_not_exists=True))
-        info["cdr_staging"] = True
+    """Create this session's staging table if it has none (the transaction that created
+    it may have rolled back); else empty it (it also empties itself at commit)."""
+    if conn.exec_driver_sql("SELECT to_regclass('pg_temp.cdr_staging')").scalar() is None:
+        conn.execute(CreateTable(staging))
     else:
         conn.exec_driver_sql("DELETE FROM cdr_staging")
 
