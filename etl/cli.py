@@ -208,6 +208,7 @@ def _client(app: App, sleep: Callable[[float], object] | None = None) -> CdrApiC
         ),
         allow_http=api.allow_http,
         recent_timeout=api.recent_timeout.total_seconds(),
+        empty_body_is_no_rows=api.empty_body_is_no_data,
         **extra,
     )
 

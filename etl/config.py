@@ -84,6 +84,9 @@ class ApiSettings(_Section):
     max_attempts: int = Field(6, ge=1, le=50)
     max_retry_time: Duration = timedelta(minutes=5)
     allow_http: bool = False  # plain http to a non-loopback host (never for real credentials)
+    # An empty HTTP 200 body is an error (retried, then the run fails) unless the provider is
+    # known to answer empty windows that way; an empty window normally answers [].
+    empty_body_is_no_data: bool = False
 
     @field_validator("url")
     @classmethod

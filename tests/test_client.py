@@ -183,8 +183,21 @@ def test_csv_and_html_bodies() -> None:
 # --- empty bodies -----------------------------------------------------------------------------
 
 
-def test_an_empty_body_with_a_length_is_no_rows() -> None:
-    """A 200 whose Content-Length: 0 (or chunked framing) proves it whole is an empty page."""
+def test_an_empty_body_is_a_transient_error_by_default() -> None:
+    """An empty 200 body, even whole, is never taken for "no more rows": retried, then
+    raised (an empty window answers [])."""
+    stats = RequestStats()
+    server = Server(httpx.Response(200, content=b"", headers={"Content-Length": "0"}))
+    with (
+        make(server, retry=RetryPolicy(max_attempts=3)) as client,
+        pytest.raises(TransientSourceError, match="empty body"),
+    ):
+        page(client, stats)
+    assert stats.errors == {"empty": 3}
+
+
+def test_an_empty_body_with_a_length_is_no_rows_when_configured() -> None:
+    """With empty_body_is_no_rows, a 200 whose framing proves it whole is an empty page."""
     framed = [
         httpx.Response(200, content=b"", headers={"Content-Length": "0"}),
         httpx.Response(
@@ -193,7 +206,7 @@ def test_an_empty_body_with_a_length_is_no_rows() -> None:
         httpx.Response(204),
     ]
     for response in framed:
-        with make(Server(response)) as client:
+        with make(Server(response), empty_body_is_no_rows=True) as client:
             assert page(client) == []
 
 

@@ -93,7 +93,7 @@ def test_mixed_transient_faults_are_retried_and_exact(engine: Engine) -> None:
     """20 % of requests fail in every transient way; retries make the result exact."""
     faults = Faults(
         error_5xx=0.05, rate_429=0.04, retry_after=0, drop=0.03, truncate=0.03,
-        slow=0.02, slow_seconds=0.05, error_200_html=0.03,
+        slow=0.02, slow_seconds=0.05, error_200_html=0.03, empty_200=0.03,
     )  # fmt: skip
     with world(engine, now=START, faults=faults, calls_per_hour=120) as w:
         w.page_size = 200
@@ -104,7 +104,8 @@ def test_mixed_transient_faults_are_retried_and_exact(engine: Engine) -> None:
             retries = conn.scalar(select(func.sum(runs.c.retries)))
         assert retries is not None
         assert retries > 0
-        injected = sum(w.sim.stats.faults.get(k, 0) for k in ("5xx", "429", "drop", "truncate"))
+        kinds = ("5xx", "429", "drop", "truncate", "empty_200")
+        injected = sum(w.sim.stats.faults.get(k, 0) for k in kinds)
         assert injected > 0
 
 
@@ -139,6 +140,26 @@ def test_dst_zone_neither_skips_nor_doubles(engine: Engine, start: datetime, lab
             text = raw["detect_time"]
             expected = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone)
             assert detect == expected.astimezone(UTC), (label, text)
+
+
+def test_short_passes_read_the_repeated_hour_after_both_occurrences(engine: Engine) -> None:
+    """With every pass shorter than the hour a fall-back repeats, the second 01:xx is still
+    read: no pass completes the repeated range before its second occurrence is over."""
+    tz = "America/New_York"
+    start = utc(2024, 11, 3, 3)  # 23:00 EDT, the evening before the change
+    with world(engine, now=start, timezone=tz, calls_per_hour=120) as w:
+        w.sync = SyncSettings(passes=(timedelta(minutes=2), timedelta(minutes=45)),
+                              initial_lookback=timedelta(hours=2))  # fmt: skip
+        first = local(start, tz) - timedelta(hours=2)
+        settle(w, hours=7, step_minutes=5)
+        with engine.connect() as conn:
+            mark = conn.scalar(select(watermarks.c.position).where(watermarks.c.pass_name == "45m"))
+        assert mark is not None
+        truth = w.truth(first, mark)
+        stored = w.stored()
+        repeated = [k for k, r in truth.items() if r["detect_time"].startswith("2024-11-03 01:")]
+        assert len(repeated) > 5  # both occurrences of 01:xx have calls (a quiet night)
+        assert {k: stored.get(k) for k in truth} == truth
 
 
 def test_wrong_credentials_fail_clearly_and_move_nothing(engine: Engine) -> None:

@@ -13,8 +13,9 @@ This is the one boundary where httpx errors become our errors:
     HTTP 3xx (never followed) / other 4xx  -> FatalSourceError       kind "redirect" / "4xx"
     HTTP 200 that is not data              -> per `decode`           kind "truncated",
                                               "undecodable", "error_200", "auth"
-    an empty 200 body                      -> no rows if its framing (Content-Length or
-                                              chunked) proves it whole, else kind "truncated"
+    an empty 200 body                      -> TransientSourceError kind "empty" (kind
+                                              "truncated" without framing); no rows only
+                                              with `empty_body_is_no_rows=True`
 
 Only TransientSourceError is retried (tenacity, the waits of `retry.RetryPolicy`, the
 injected `sleep` and `clock`); after the last attempt the last TransientSourceError itself
@@ -229,8 +230,10 @@ class CdrApiClient:
         sleep: Callable[[float], object] = time.sleep,
         recent_timeout: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        empty_body_is_no_rows: bool = False,
     ) -> None:
         self._url = _checked_url(url, allow_http)
+        self._empty_is_no_rows = empty_body_is_no_rows
         if fmt not in _FORMATS:
             raise ConfigError(f"api.format: must be one of {', '.join(_FORMATS)}")
         if timeout <= 0 or recent_timeout <= 0:
@@ -433,11 +436,22 @@ class CdrApiClient:
         self, response: httpx.Response, creds: Credentials, call: _Call
     ) -> list[dict[str, Any]] | _Failure:
         body = response.content
-        if not body.strip().removeprefix(_BOM).strip() and not _framed(response):
-            return _Failure(
-                "truncated",
-                TransientSourceError(f"{call}: empty body without a length (maybe cut short)"),
-            )
+        if not body.strip().removeprefix(_BOM).strip():
+            if not _framed(response):
+                return _Failure(
+                    "truncated",
+                    TransientSourceError(f"{call}: empty body without a length (maybe cut short)"),
+                )
+            if not self._empty_is_no_rows:
+                # An empty window answers `[]` (or an empty table); a bare empty body is
+                # what a server error can look like, and taking it for "no more rows"
+                # would end a window early. Retried, then the run fails; a provider that
+                # answers empty windows this way is configured with
+                # api.empty_body_is_no_data = true.
+                return _Failure(
+                    "empty",
+                    TransientSourceError(f"{call}: empty body on HTTP {response.status_code}"),
+                )
         try:
             return decode(body, response.headers.get("content-type"), self._fmt)
         except SourceError as error:
