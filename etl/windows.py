@@ -1,9 +1,10 @@
 """Window planning, pure: which ranges of the provider's wall clock are due for reading.
 
 The API filters on naive local strings in the provider's zone, so windows are planned on
-that wall clock: a DST change then neither skips nor doubles a range (the repeated hour of
-a fall-back is one wall-clock range, read once, after both of its occurrences have passed;
-the missing hour of a spring-forward is a range that simply holds nothing).
+that wall clock: a DST change then neither skips nor doubles a range. The repeated hour of
+a fall-back is one wall-clock range, read by each pass only once both of its occurrences
+are `delay` behind (`complete_up_to`); the missing hour of a spring-forward is a range
+that simply holds nothing.
 
 Windows are closed ranges `[start, end]` whose adjacent members share their boundary
 second (the API's bound inclusiveness is not stated; dedup makes the overlap harmless).
@@ -64,9 +65,33 @@ def due_windows(
     Nothing is due while the wall clock is behind the watermark (the hour after a
     fall-back): the watermark never moves backwards.
     """
-    local_now = wall_clock(now, tz)
-    start = position if position is not None else local_now - initial_lookback
-    return split(start, local_now - delay, size)
+    start = position if position is not None else wall_clock(now, tz) - initial_lookback
+    return split(start, complete_up_to(now - delay, tz), size)
+
+
+def complete_up_to(instant: datetime, tz: ZoneInfo) -> datetime:
+    """The latest wall-clock time all of whose occurrences are at or before `instant`.
+
+    That is the wall clock at `instant`, except during the first pass through a repeated
+    hour (a fall-back): then the repeated range is not complete until its second pass, so
+    the answer stays at the range's start.
+    """
+    local = instant.astimezone(tz)
+    wall = local.replace(tzinfo=None, microsecond=0)
+    first = wall.replace(tzinfo=tz, fold=0).utcoffset()
+    second = wall.replace(tzinfo=tz, fold=1).utcoffset()
+    if local.fold == 1 or first is None or second is None or first <= second:
+        return wall  # unambiguous, or already the second pass
+    shift = first - second
+    # The change of offset (the fall-back instant) lies within `shift` after `instant`.
+    low, high = instant, instant + shift
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(tz).utcoffset() == first:
+            low = middle
+        else:
+            high = middle
+    return (high - shift).astimezone(tz).replace(tzinfo=None, microsecond=0)
 
 
 def utc_now() -> datetime:

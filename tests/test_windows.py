@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.windows import Window, due_windows, split, wall_clock
+from etl.windows import Window, complete_up_to, due_windows, split, wall_clock
 
 NEW_YORK = ZoneInfo("America/New_York")
 COSTA_RICA = ZoneInfo("America/Costa_Rica")
@@ -76,7 +76,7 @@ def _simulate(
         if position is None:
             position = first
     assert first is not None
-    return first, read, wall_clock(now, tz) - delay
+    return first, read, complete_up_to(now - delay, tz)
 
 
 @settings(max_examples=200, deadline=None)
@@ -133,3 +133,23 @@ def test_wall_clock_needs_an_aware_instant() -> None:
     """A naive `now` is a programming error."""
     with pytest.raises(ValueError, match="aware"):
         wall_clock(datetime(2024, 1, 1), NEW_YORK)
+
+
+@pytest.mark.parametrize(
+    ("instant", "expected"),
+    [
+        # New York, 2024-11-03: 01:00-02:00 happens at 05:00-06:00 UTC (EDT), again at
+        # 06:00-07:00 UTC (EST).
+        (datetime(2024, 11, 3, 4, 59, 59, tzinfo=UTC), datetime(2024, 11, 3, 0, 59, 59)),
+        (datetime(2024, 11, 3, 5, 30, tzinfo=UTC), datetime(2024, 11, 3, 1, 0)),
+        (datetime(2024, 11, 3, 5, 59, 59, tzinfo=UTC), datetime(2024, 11, 3, 1, 0)),
+        (datetime(2024, 11, 3, 6, 30, tzinfo=UTC), datetime(2024, 11, 3, 1, 30)),
+        (datetime(2024, 11, 3, 7, 0, tzinfo=UTC), datetime(2024, 11, 3, 2, 0)),
+        (datetime(2024, 3, 10, 7, 0, tzinfo=UTC), datetime(2024, 3, 10, 3, 0)),
+    ],
+)
+def test_a_repeated_hour_is_complete_only_after_its_second_pass(
+    instant: datetime, expected: datetime
+) -> None:
+    """During the first 01:xx of a fall-back, nothing of the repeated hour is complete."""
+    assert complete_up_to(instant, NEW_YORK) == expected
