@@ -52,6 +52,7 @@ def backfill_account(
 ) -> AccountResult:
     """Read [start, end] (provider wall clock) in windows; skip those a crashed run stored."""
     began = time.monotonic()
+    stop = stop or threading.Event()
     result = AccountResult(account_name, "backfill", "ok")
     with (
         log_context(account=account_name, run_id=run_id),
@@ -93,13 +94,21 @@ def backfill_account(
                     if progress:
                         progress(finished, total, figures)
 
+        interrupted = False
         try:
             with ThreadPoolExecutor(concurrency, thread_name_prefix="backfill") as pool:
                 futures = [pool.submit(one, w) for w in todo]
-                completed, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                try:
+                    completed, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                except KeyboardInterrupt:  # Ctrl-C: store the pages in hand, then stop
+                    interrupted = True
+                    stop.set()
+                    completed, pending = set(), set(futures)
                 failures = [f.exception() for f in completed if f.exception()]
                 for future in pending:  # after a failure: start no new window
                     future.cancel()
+                if interrupted:
+                    raise Stopped("interrupted")
                 if failures:
                     raise failures[0]  # type: ignore[misc]
             finish_backfill(engine, backfill_id)
@@ -111,11 +120,15 @@ def backfill_account(
             log.debug("backfill %s failed", account_name, exc_info=True)
         result.seconds = time.monotonic() - began
         status = "ok" if result.status == "stopped" else result.status
+        if interrupted:
+            status, result.error = "failed", "interrupted (run the same command to resume)"
         try:
             finish_run(engine, row, result.figures, status, result.error)
         except Exception as exc:
             log.warning("backfill %s: run history not recorded: %s", account_name, describe(exc))
         log.log(logging.INFO if result.ok else logging.ERROR, summary(result))
+        if interrupted:
+            raise KeyboardInterrupt
         return result
 
 

@@ -41,11 +41,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class App:
-    """What every command needs, built once from the settings."""
+    """What every command needs, built once from the settings, which are read when a
+    command first needs them (so `--help` works whatever the configuration)."""
 
-    settings: Settings
+    env: dict[str, str] = field(repr=False)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
     account_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.env, **self.overrides)
+            setup_logging(self._settings.log_level, self._settings.log_format)
+        return self._settings
 
     @property
     def engine(self) -> Engine:
@@ -65,10 +75,6 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
-
-
-class Fail(EtlError):
-    """A run failed: the message is printed as one line and the exit code is 1."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -105,9 +111,7 @@ def cli(
     env = dict(os.environ)
     if config_file is not None:
         env["CDR_ETL_CONFIG"] = str(config_file)
-    settings = load_settings(env, log_level=log_level, log_format=log_format)
-    setup_logging(settings.log_level, settings.log_format)
-    app = App(settings)
+    app = App(env, {"log_level": log_level, "log_format": log_format})
     ctx.obj = app
     ctx.call_on_close(app.close)
 
@@ -167,6 +171,13 @@ def _errors() -> Iterator[None]:
         _die(1, f"database: {_first_line(exc.orig or exc)}")
     except EtlError as exc:
         _die(1, str(exc))
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _die(1, "aborted")
+    except Exception as exc:  # a bug: still one line, still no secret, exit 1
+        from etl.redact import RedactingFilter, redact
+
+        logging.getLogger("etl").debug("unexpected error", exc_info=True)
+        _die(1, redact(f"{type(exc).__name__}: {_first_line(exc)}", RedactingFilter.secrets()))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -186,8 +197,6 @@ def main(argv: list[str] | None = None) -> None:
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            _die(1, "aborted")
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -351,6 +360,8 @@ def backfill(
 
     if end <= start:
         raise click.BadParameter("must be after --start", param_hint="'--end'")
+    if window is not None and window <= timedelta(0):
+        raise click.BadParameter("must be longer than 0s", param_hint="'--window'")
     size = window or app.settings.sync.window
     with _client(app) as client, _progress(no_progress) as progress:
         ((account, source),) = _sources(app, client, (name,))
@@ -456,15 +467,20 @@ def daemon(app: App) -> int:
 @cli.command()
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @pass_app
-def demo(app: App, no_progress: bool) -> None:
+def demo(app: App, no_progress: bool) -> int:
     """The tour that needs no credentials: an embedded PostgreSQL (unless a database is
     configured), the bundled simulator on a free loopback port, migrate, a backfill of the
     last 7 days, an incremental sync and a live snapshot; then the figures of the week,
     the psql command to open the database, and example queries. Safe to run again.
     """
     from etl.db.engine import embedded_url, make_engine
-    from etl.demo import run_demo, summary_lines
+    from etl.demo import DEMO, run_demo, summary_lines
 
+    if any(account.name == DEMO.name for account in app.settings.accounts):
+        raise ConfigError(
+            f"accounts: an account named {DEMO.name!r} is configured; the demo would write "
+            "simulated CDRs into it (rename it, or run the demo on another database)"
+        )
     if app.settings.database_url:
         url = database_url_of(app)
     else:
@@ -477,6 +493,8 @@ def demo(app: App, no_progress: bool) -> None:
     _print_results([report.backfill, report.sync])
     for line in summary_lines(report, url):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    ok = report.backfill.ok and report.sync.ok and report.live.ok
+    return 0 if ok else 1
 
 
 def database_url_of(app: App) -> str:

@@ -93,7 +93,7 @@ class ApiSettings(_Section):
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+            raise ValueError("expected an http(s) URL such as https://callmyway.com/getCdrs.php")
         if parts.query or "password" in value.lower():
             raise ValueError("must not carry a query string (credentials come from secrets)")
         return value
@@ -145,7 +145,6 @@ class AccountConfig(_Section):
     live: bool = True
     password_env: str | None = None
     password_file: Path | None = None
-    password_value: str | None = Field(default=None, repr=False, exclude=True)
 
     @field_validator("username", mode="before")
     @classmethod
@@ -168,8 +167,6 @@ class AccountConfig(_Section):
     def password(self) -> str:
         """The account's password, read now from its variable or file. ConfigError if absent."""
         where = f"accounts.{self.name}"
-        if self.password_value:
-            return self.password_value
         if self.password_env:
             value = os.environ.get(self.password_env, "").strip()
             if not value:
@@ -180,6 +177,10 @@ class AccountConfig(_Section):
         if self.password_file:
             try:
                 value = self.password_file.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"{where}.password_file: {self.password_file} is not UTF-8 text"
+                ) from None
             except OSError as exc:
                 raise ConfigError(
                     f"{where}.password_file: cannot read {self.password_file}: {exc.strerror}"
@@ -386,7 +387,11 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
             _set(data, target, _env_value(target, env[name].strip()))
     single = _single_account(env)
     if single is not None:
-        accounts = [a for a in data.get("accounts", []) or [] if a.get("name") != "default"]
+        accounts = [
+            a
+            for a in data.get("accounts", []) or []
+            if not isinstance(a, dict) or a.get("name") != "default"
+        ]
         data["accounts"] = [*accounts, single]
     for key, value in overrides.items():
         if value is not None:

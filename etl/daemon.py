@@ -15,6 +15,7 @@ commits, and returns; then the process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import uuid
@@ -31,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
 from etl.config import AccountConfig, Settings
+from etl.errors import ConfigError
 from etl.logs import log_context
 from etl.metrics import Metrics
 from etl.pipeline import Source
@@ -208,13 +210,17 @@ class Daemon:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # no access log
 
-        server = ThreadingHTTPServer(
-            (self.settings.daemon.host, self.settings.daemon.port), Handler
-        )
+        host, port = self.settings.daemon.host, self.settings.daemon.port
+        try:
+            server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"daemon.port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-        host, port = server.server_address[:2]
-        log.info("health and metrics on http://%s:%s/healthz and /metrics", host, port)
+        bound = server.server_address
+        log.info("health and metrics on http://%s:%s/healthz and /metrics", bound[0], bound[1])
         return server
 
     # -- the process ---------------------------------------------------------------------------
@@ -245,8 +251,9 @@ class Daemon:
         done = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True})
         done.start()
         done.join(self.settings.daemon.shutdown_timeout.total_seconds())
-        if done.is_alive():
+        if done.is_alive():  # a request hangs: leave; the open transaction rolls back
             log.error("jobs still running after the shutdown timeout; exiting anyway")
-            return 1
+            logging.shutdown()
+            os._exit(1)
         log.info("daemon stopped cleanly")
         return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from etl.redact import RedactingFilter
+from etl.redact import RedactingFilter, redact
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "log_context", default=MappingProxyType({})
@@ -67,7 +67,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 event[key] = value
         if record.exc_info:
-            event["exc"] = self.formatException(record.exc_info)
+            event["exc"] = redact(self.formatException(record.exc_info), RedactingFilter.secrets())
         return orjson.dumps(event, default=str).decode()
 
 

@@ -44,7 +44,7 @@ def split(start: datetime, end: datetime, size: timedelta) -> list[Window]:
     windows: list[Window] = []
     cursor = start
     while cursor < end:
-        stop = min(cursor + size, end)
+        stop = end if end - cursor <= size else cursor + size  # no overflow near year 9999
         windows.append(Window(cursor, stop))
         cursor = stop
     return windows

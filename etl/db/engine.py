@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
 
 from etl.config import Settings
 from etl.errors import ConfigError
@@ -77,6 +78,8 @@ def database_url(settings: Settings) -> str:
     path = settings.database_password_file
     try:
         password = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"database_password_file: {path} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"database_password_file: cannot read {path}: {exc.strerror}") from None
     url = make_url(settings.database_url).set(password=password)
@@ -84,6 +87,10 @@ def database_url(settings: Settings) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 8, application_name: str = "cdr-etl") -> Engine:
+    try:
+        make_url(url).port  # noqa: B018 - a malformed URL raises here, not at first use
+    except (ValueError, ArgumentError):
+        raise ConfigError("database_url: not a valid URL (is the port a number?)") from None
     engine = create_engine(
         url,
         pool_size=pool_size,

@@ -1,0 +1,92 @@
+"""The command line's manners: --help everywhere, one line per error, the right exit code
+(0 success, 1 a run failed, 2 bad usage or configuration), no stack trace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from etl.cli import cli
+
+
+def run(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDR_ETL_")}
+    clean.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args], env={**clean, "CDR_ETL_HOME": str(tmp_path), **env},
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_every_command_has_help_even_with_a_bad_configuration(tmp_path: Path) -> None:
+    """`cdr-etl <command> --help` explains itself, whatever the settings say."""
+    for command in sorted(cli.commands):
+        result = run(command, "--help", tmp_path=tmp_path, CDR_ETL_SYNC_WINDOW="soon")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage: cdr-etl" in result.stdout
+        assert len(result.stdout.splitlines()) > 3
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("status",), {"CDR_ETL_SYNC_WINDOW": "soon"}, "cdr-etl: error: sync.window: "),
+        (("sync",), {"CDR_ETL_DATABASE_URL": "postgresql://u@h/db"}, "accounts: none configured"),
+        (("sync", "--account", "nope"), {"CDR_ETL_USERNAME": "8569841"}, "unknown account 'nope'"),
+        (("status",), {"CDR_ETL_DATABASE_URL": "postgresql://u@h:port/db"}, "database_url: "),
+        (("sync",), {"CDR_ETL_USERNAME": "8569841", "CDR_ETL_DATABASE_URL": "postgresql://u@h/d"},
+         "CDR_ETL_PASSWORD is not set"),
+        (("demo",), {"CDR_ETL_USERNAME": "8569841", "CDR_ETL_CONFIG": ""}, None),
+    ],
+)  # fmt: skip
+def test_bad_configuration_is_one_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str | None
+) -> None:
+    """A bad setting or argument: exit 2 and one line naming it."""
+    if message is None:  # an account named like the demo's is refused
+        (tmp_path / "cdr-etl.toml").write_text('[[accounts]]\nname = "demo"\nusername = "1"\n')
+        message = "an account named 'demo' is configured"
+    result = run(*args, tmp_path=tmp_path, **env)
+    assert result.returncode == 2, result.stderr
+    assert message in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("backfill", "--account", "default", "--start", "yesterday", "--end", "2024-01-02"),
+        ("backfill", "--account", "default", "--start", "2024-01-02", "--end", "2024-01-01"),
+        ("backfill", "--account", "default", "--start", "2024-01-01", "--end", "2024-01-02",
+         "--window", "0s"),
+        ("sync", "--no-such-option"),
+        ("no-such-command",),
+    ],
+)  # fmt: skip
+def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """Bad usage exits 2 with click's usage message, never a stack trace."""
+    result = run(*args, tmp_path=tmp_path, CDR_ETL_USERNAME="8569841", CDR_ETL_PASSWORD="1")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_database_down_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """An unreachable database fails the run (exit 1) with one line, no password."""
+    result = run(
+        "status", tmp_path=tmp_path,
+        CDR_ETL_DATABASE_URL="postgresql+psycopg://u:dbsecret99@127.0.0.1:1/db",
+    )  # fmt: skip
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert line.startswith("cdr-etl: error: database: ")
+    assert "dbsecret99" not in result.stderr + result.stdout
