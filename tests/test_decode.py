@@ -390,3 +390,22 @@ def test_decode_raises_only_source_errors(body: bytes, fmt: str) -> None:
     if failure is not None:
         assert fault_of(failure) in ("truncated", "undecodable", "error_200", "auth")
     assert all(isinstance(r, dict) for r in records)
+
+
+def test_integers_beyond_64_bits_stay_exact() -> None:
+    """Two callids that differ only past the 17th digit stay two callids, digit for digit."""
+    body = (
+        b'[{"callid": 123456789012345678901234567890}, {"callid": 123456789012345678901234567891}]'
+    )
+    records = decode(body, "application/json", "json")
+    assert [str(r["callid"]) for r in records] == [
+        "123456789012345678901234567890",
+        "123456789012345678901234567891",
+    ]
+
+
+def test_a_number_beyond_a_double_does_not_block_the_page() -> None:
+    """A value like 1e400 is kept as its text instead of making the page undecodable (jsonb
+    could not hold an infinity)."""
+    records = decode(b'[{"callid": "7", "duration": 1e400}]', "application/json", "json")
+    assert records == [{"callid": "7", "duration": "1e400"}]

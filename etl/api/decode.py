@@ -54,6 +54,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import re
 from html.parser import HTMLParser
 from typing import Any, Literal
@@ -227,13 +229,34 @@ def _looks_like_html(text: str) -> bool:
 # --- JSON ----------------------------------------------------------------------------
 
 
+# orjson reads an integer beyond 64 bits as a lossy float (two long callids would merge) and
+# refuses a number beyond a double (one such value would block its window forever): a body
+# with a run of 20 digits, or one orjson refuses, is read again by the standard library,
+# whose integers are exact.
+_LONG_DIGITS = re.compile(rb"\d{20,}")
+
+
+def _finite_or_text(text: str) -> float | str:
+    """A JSON number beyond a double (or NaN/Infinity) is kept as its text: jsonb holds no
+    infinity, and the record is kept whole (normalization rejects it if it is typed)."""
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _exact_json(body: bytes) -> Any:
+    return json.loads(body, parse_float=_finite_or_text, parse_constant=str)
+
+
 def _decode_json(body: bytes) -> list[dict[str, Any]]:
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        if body[:1] in (b"[", b"{"):
-            raise TruncatedBody(f"truncated or invalid JSON ({len(body)} bytes)") from None
-        raise UndecodableBody(f"undecodable JSON ({len(body)} bytes)") from None
+        value = _exact_json(body) if _LONG_DIGITS.search(body) else orjson.loads(body)
+    except ValueError:  # orjson.JSONDecodeError and json.JSONDecodeError both are
+        try:
+            value = _exact_json(body)
+        except (ValueError, RecursionError):
+            if body[:1] in (b"[", b"{"):
+                raise TruncatedBody(f"truncated or invalid JSON ({len(body)} bytes)") from None
+            raise UndecodableBody(f"undecodable JSON ({len(body)} bytes)") from None
     return _records_of(value)
 
 
