@@ -9,7 +9,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
@@ -80,6 +81,16 @@ def ahead(produce: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
         thread.join(timeout=5)
 
 
+class Page(NamedTuple):
+    """One page of a window, normalized: what loads, what is rejected, how many records
+    came, and when the answer was received (an older read never overwrites a newer one)."""
+
+    good: list[Cdr]
+    bad: list[Reject]
+    fetched: int
+    received: datetime
+
+
 def split_page(records: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[Cdr], list[Reject]]:
     good: list[Cdr] = []
     bad: list[Reject] = []
@@ -106,17 +117,17 @@ def store_window(
     of the last page. Any error leaves the window incomplete (and `complete` not run)."""
     stats = RequestStats()
 
-    def pages() -> Iterator[tuple[list[Cdr], list[Reject], int]]:
+    def pages() -> Iterator[Page]:
         for records in walk_window(
             source.client, source.creds, window.start, window.end, source.page_size, stats
         ):
+            received = datetime.now(UTC)
             good, bad = split_page(records, source.tz)
-            yield good, bad, len(records)
+            yield Page(good, bad, len(records), received)
 
-    def store(page: tuple[list[Cdr], list[Reject], int], last: bool) -> None:
-        good, bad, _ = page
+    def store(page: Page, last: bool) -> None:
         with engine.begin() as conn:
-            counts = load_page(conn, source.account_id, good, bad, run_id)
+            counts = load_page(conn, source.account_id, page.good, page.bad, run_id, page.received)
             if last:
                 complete(conn, fetched)
         figures.inserted += counts.inserted
@@ -125,19 +136,19 @@ def store_window(
         figures.rejected += counts.rejected
 
     fetched = 0
-    held: tuple[list[Cdr], list[Reject], int] | None = None
+    held: Page | None = None
     try:
         for page in ahead(pages, depth=1):  # one page fetched ahead: overlap, flat memory
             figures.pages += 1
-            fetched += page[2]
-            figures.fetched += page[2]
+            fetched += page.fetched
+            figures.fetched += page.fetched
             if held is not None:
                 store(held, last=False)
             held = page
             if stop is not None and stop.is_set():
                 store(held, last=False)
                 raise Stopped(f"stopped in window {window}")
-        store(held or ([], [], 0), last=True)
+        store(held or Page([], [], 0, datetime.now(UTC)), last=True)
         figures.windows += 1
     finally:
         figures.requests += stats.requests

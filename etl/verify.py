@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, Text, and_, any_, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -220,6 +220,7 @@ def _verify(
 ) -> None:
     """Fetch, compare, and repair if asked, filling `result` and `figures` on the way."""
     records = source.client.fetch_recent(source.creds, stats=stats)
+    received = datetime.now(UTC)
     figures.pages = 1
     result.served = figures.fetched = len(records)
     served: dict[str, Cdr] = {}
@@ -245,7 +246,7 @@ def _verify(
     if not wanted and not bad:
         return
     with engine.begin() as conn:
-        counts = load_page(conn, source.account_id, wanted, bad, run_id)
+        counts = load_page(conn, source.account_id, wanted, bad, run_id, received)
     figures.inserted, figures.updated = counts.inserted, counts.updated
     figures.unchanged += counts.unchanged
     result.repaired = counts.inserted + counts.updated

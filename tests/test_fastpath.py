@@ -129,7 +129,8 @@ def pages_at(sim: Simulator, clock: Clock, now: datetime) -> list[list[dict[str,
 
 
 def table(engine: Engine, account_id: int) -> dict[str, tuple[Any, ...]]:
-    columns = [c for c in cdrs.c if c.name not in ("account_id", "first_seen_at", "updated_at")]
+    skip = ("account_id", "fetched_at", "first_seen_at", "updated_at")  # times of the load
+    columns = [c for c in cdrs.c if c.name not in skip]
     with engine.connect() as conn:
         result = conn.execute(select(*columns).where(cdrs.c.account_id == account_id))
         return {row.callid: tuple(row) for row in result}

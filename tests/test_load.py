@@ -4,6 +4,7 @@ unchanged, rejects kept once, and staging private to each connection."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -83,6 +84,23 @@ def test_unchanged_rows_are_not_rewritten(engine: Engine) -> None:
         after = conn.scalar(select(cdrs.c.updated_at))
     assert counts.unchanged == 1
     assert before == after
+
+
+def test_an_older_read_never_overwrites_a_newer_one(engine: Engine) -> None:
+    """A page fetched before a change but stored after the newer read leaves it alone."""
+    account_id = account(engine)
+    early, late = datetime(2024, 3, 1, 12, tzinfo=UTC), datetime(2024, 3, 1, 13, tzinfo=UTC)
+    with engine.begin() as conn:
+        load_page(conn, account_id, [cdr("1", duration=10)], fetched_at=early)
+    with engine.begin() as conn:  # the newer read: content changed
+        newer = load_page(conn, account_id, [cdr("1", duration=99)], fetched_at=late)
+    with engine.begin() as conn:  # a page read before that, stored only now
+        older = load_page(conn, account_id, [cdr("1", duration=10)], fetched_at=early)
+    assert (newer.updated, older.updated, older.unchanged) == (1, 0, 1)
+    with engine.connect() as conn:
+        row = conn.execute(select(cdrs.c.duration, cdrs.c.fetched_at)).one()
+    assert row.duration == 99
+    assert row.fetched_at == late
 
 
 def test_rejects_are_kept_once_and_counted(engine: Engine) -> None:

@@ -16,7 +16,7 @@ CDR_COLUMNS = {
     "account_id", "callid", "original_callid", "ref_callid", "type", "ani", "dnis",
     "ani_user", "dnis_user", "name_endpoint_ani", "name_endpoint_dnis", "route_name",
     "end_reason", "duration", "ring_time", "detect_time", "connect_time", "disconnect_time",
-    "raw", "content_hash", "first_seen_at", "updated_at",
+    "raw", "content_hash", "fetched_at", "first_seen_at", "updated_at",
 }  # fmt: skip
 
 

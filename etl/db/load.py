@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -51,7 +52,7 @@ from etl.db.models import cdrs, rejects
 from etl.normalize import Cdr, Reject, content_hash
 
 # The columns a load writes, in COPY order: account_id, then the Cdr fields.
-LOAD_COLUMNS: tuple[str, ...] = ("account_id", *Cdr._fields)
+LOAD_COLUMNS: tuple[str, ...] = ("account_id", *Cdr._fields, "fetched_at")
 DATA_COLUMNS: tuple[str, ...] = tuple(c for c in Cdr._fields if c != "callid")
 
 staging = Table(
@@ -91,9 +92,12 @@ def _count_statement() -> Select[tuple[int, int]]:
         index_elements=[cdrs.c.account_id, cdrs.c.callid],
         set_={
             **{name: statement.excluded[name] for name in DATA_COLUMNS},
+            "fetched_at": statement.excluded.fetched_at,
             "updated_at": func.now(),
         },
-        where=cdrs.c.content_hash != statement.excluded.content_hash,
+        # Rewrite a row only when its content changed, and never with an older read.
+        where=(cdrs.c.content_hash != statement.excluded.content_hash)
+        & ((cdrs.c.fetched_at.is_(None)) | (cdrs.c.fetched_at <= statement.excluded.fetched_at)),
     )
     # xmax = 0 marks a row this statement inserted; a row it updated carries our xid.
     done = statement.returning(literal_column("xmax = 0", Boolean).label("inserted")).cte("done")
@@ -134,19 +138,24 @@ def load_page(
     rows: Sequence[Cdr],
     bad: Sequence[Reject] = (),
     run_id: str | None = None,
+    fetched_at: datetime | None = None,
 ) -> LoadCounts:
-    """Store one page in the caller's transaction and say what happened to each row."""
+    """Store one page in the caller's transaction and say what happened to each row.
+
+    `fetched_at` is when the page's answer was received (default: now): a stored row read
+    later than that is not overwritten by this older read (counted unchanged)."""
+    fetched_at = fetched_at or datetime.now(UTC)
     counts = LoadCounts(rejected=len(bad))
     if bad:
         store_rejects(conn, account_id, bad, run_id)
     unique = dedup(rows)
     if not unique:
         return counts
-    if not _existing(conn, account_id, unique) and _copy_new(conn, account_id, unique):
+    if not _existing(conn, account_id, unique) and _copy_new(conn, account_id, unique, fetched_at):
         counts.inserted = len(unique)  # a page of new CDRs: straight into cdrs
         return counts
     _prepare_staging(conn)
-    _copy(conn, _COPY, account_id, unique)
+    _copy(conn, _COPY, account_id, unique, fetched_at)
     inserted, changed = conn.execute(_UPSERT).one()
     counts.inserted = inserted
     counts.updated = changed - inserted
@@ -160,7 +169,7 @@ def _existing(conn: Connection, account_id: int, rows: Sequence[Cdr]) -> bool:
     return found.first() is not None
 
 
-def _copy_new(conn: Connection, account_id: int, rows: Sequence[Cdr]) -> bool:
+def _copy_new(conn: Connection, account_id: int, rows: Sequence[Cdr], fetched_at: datetime) -> bool:
     """COPY rows that were not stored a moment ago straight into cdrs, under a savepoint.
 
     A concurrent writer (a backfill beside the daemon) may store one of them in between:
@@ -168,20 +177,22 @@ def _copy_new(conn: Connection, account_id: int, rows: Sequence[Cdr]) -> bool:
     takes the upsert path. Returns whether the rows are in."""
     try:
         with conn.begin_nested():
-            _copy(conn, _COPY_NEW, account_id, rows)
+            _copy(conn, _COPY_NEW, account_id, rows, fetched_at)
     except psycopg.errors.UniqueViolation:
         return False
     return True
 
 
-def _copy(conn: Connection, statement: str, account_id: int, rows: Sequence[Cdr]) -> None:
+def _copy(
+    conn: Connection, statement: str, account_id: int, rows: Sequence[Cdr], fetched_at: datetime
+) -> None:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     dumps, wire = orjson.dumps, _JSONB_WIRE
     with cursor.copy(statement) as copy:
         copy.set_types(_COPY_TYPES)
         write = copy.write_row
         for row in rows:
-            write((account_id, *row[:-2], wire + dumps(row[-2]), row[-1]))
+            write((account_id, *row[:-2], wire + dumps(row[-2]), row[-1], fetched_at))
 
 
 def _prepare_staging(conn: Connection) -> None:

@@ -87,6 +87,9 @@ class Cdr(Base):
     disconnect_time: Mapped[datetime | None] = mapped_column(TZ)
     raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
     content_hash: Mapped[str] = mapped_column(String(32))
+    # When the answer holding this content was received: an older read never overwrites a
+    # newer one (a backfill page in flight beside the daemon's newer read of the same CDR).
+    fetched_at: Mapped[datetime | None] = mapped_column(TZ)
     first_seen_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
