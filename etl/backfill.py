@@ -58,7 +58,7 @@ def backfill_account(
         log_context(account=account_name, run_id=run_id),
         account_lock(engine, source.account_id, "backfill") as got,
     ):
-        if not got:
+        if got is None:
             raise BackfillBusy(f"another backfill of account {account_name!r} is running")
         backfill_id, done = open_backfill(
             engine, source.account_id, start, end, int(window.total_seconds())

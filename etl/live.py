@@ -136,7 +136,7 @@ def snapshot_live(
     with log_context(account=account_name, run_id=run_id):
         try:
             with account_lock(engine, source.account_id, "live") as got:
-                if not got:
+                if got is None:
                     result.status = "skipped"
                     result.error = "another process is taking a live snapshot of this account"
                 else:

@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
@@ -81,6 +82,17 @@ def ahead(produce: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
         thread.join(timeout=5)
 
 
+@contextmanager
+def transaction(engine: Engine, connection: Connection | None) -> Iterator[Connection]:
+    """A transaction on `connection` if given, else on a connection of the pool."""
+    if connection is None:
+        with engine.begin() as conn:
+            yield conn
+    else:
+        with connection.begin():
+            yield connection
+
+
 class Page(NamedTuple):
     """One page of a window, normalized: what loads, what is rejected, how many records
     came, and when the answer was received (an older read never overwrites a newer one)."""
@@ -112,9 +124,13 @@ def store_window(
     *,
     run_id: str | None = None,
     stop: threading.Event | None = None,
+    connection: Connection | None = None,
 ) -> None:
     """Read `window` whole and store it; `complete(conn, fetched)` runs in the transaction
-    of the last page. Any error leaves the window incomplete (and `complete` not run)."""
+    of the last page. Any error leaves the window incomplete (and `complete` not run).
+
+    The pages are stored on `connection` when given (the one holding the account's lock),
+    else on connections of `engine`'s pool."""
     stats = RequestStats()
 
     def pages() -> Iterator[Page]:
@@ -126,7 +142,7 @@ def store_window(
             yield Page(good, bad, len(records), received)
 
     def store(page: Page, last: bool) -> None:
-        with engine.begin() as conn:
+        with transaction(engine, connection) as conn:
             counts = load_page(conn, source.account_id, page.good, page.bad, run_id, page.received)
             if last:
                 complete(conn, fetched)

@@ -96,9 +96,9 @@ def sync_account(
     result = AccountResult(account.name, "sync", "ok")
     with (
         log_context(account=account.name, run_id=run_id),
-        account_lock(engine, source.account_id, "sync") as got,
+        account_lock(engine, source.account_id, "sync") as locked,
     ):
-        if not got:
+        if locked is None:
             result.status = "skipped"
             result.error = "another process is syncing this account"
             log.info("sync %s: skipped, another process is syncing it", account.name)
@@ -128,6 +128,7 @@ def sync_account(
                         partial(_advance, source.account_id, name, window.end),
                         run_id=run_id,
                         stop=stop,
+                        connection=locked,  # no write without the lock
                     )
                     first = min(first or window.start, window.start)
                     last = max(last or window.end, window.end)

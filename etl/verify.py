@@ -163,7 +163,7 @@ def verify_account(
     with log_context(account=account_name, run_id=run_id):
         try:
             with account_lock(engine, source.account_id, "verify") as got:
-                if not got:
+                if got is None:
                     result.status = "skipped"
                     result.error = "another process is verifying this account"
                 else:

@@ -173,7 +173,7 @@ def test_held_lock_skips_without_asking_the_api(engine: Engine) -> None:
     with world(engine, now=START, calls_per_hour=600, days=1) as w:
         requests = w.sim.stats.requests
         with account_lock(engine, w.account_id, "live") as got:
-            assert got
+            assert got is not None
             result = take(w)
         assert result.status == "skipped"
         assert result.ok

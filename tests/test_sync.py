@@ -11,6 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from etl.config import SyncSettings
 from etl.db.models import cdrs, runs, watermarks
+from etl.db.state import RunFigures
 from etl.simulator import Faults
 from tests.simworld import World, local, utc, world
 
@@ -193,3 +194,28 @@ def test_a_new_account_starts_at_initial_lookback(engine: Engine) -> None:
             oldest = conn.scalar(select(func.min(cdrs.c.detect_time)))
         assert oldest is not None
         assert oldest >= START - timedelta(hours=6, seconds=1)
+
+
+def test_no_write_once_the_lock_session_is_gone(engine: Engine) -> None:
+    """The sync writes on the session that holds its lock: when that session dies (and the
+    lock with it), the next page fails instead of writing unlocked."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from etl.db.state import account_lock
+    from etl.pipeline import store_window
+    from etl.windows import Window
+
+    with world(engine, now=START) as w, account_lock(engine, w.account_id, "sync") as locked:
+        assert locked is not None
+        pid = locked.execute(text("SELECT pg_backend_pid()")).scalar()
+        locked.commit()
+        with engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        window = Window(local(START, "America/Costa_Rica") - timedelta(hours=2),
+                        local(START, "America/Costa_Rica") - timedelta(hours=1))  # fmt: skip
+        with pytest.raises(DBAPIError):
+            store_window(engine, w.source(), window, RunFigures(), lambda c, n: None,
+                         connection=locked)  # fmt: skip
+        with engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(cdrs)) == 0

@@ -169,7 +169,7 @@ def test_held_lock_skips(engine: Engine) -> None:
     with world(engine, now=START) as w:
         requests = w.sim.stats.requests
         with account_lock(engine, w.account_id, "verify") as got:
-            assert got
+            assert got is not None
             result = verify(w)
         assert result.status == "skipped"
         assert result.ok

@@ -20,11 +20,13 @@ LOCK_KEYS = {"sync": 7_000_001, "backfill": 7_000_002, "live": 7_000_003, "verif
 @contextmanager
 def account_lock(
     engine: Engine, account_id: int, job: str, *, wait: bool = False
-) -> Iterator[bool]:
+) -> Iterator[Connection | None]:
     """Hold the advisory lock of (job, account) on a connection of its own for the block.
 
-    Yields False at once when another process holds it (unless `wait`). The lock goes with
-    the session: a crashed or killed holder releases it.
+    Yields that connection, or None at once when another process holds the lock (unless
+    `wait`). The lock goes with the session: a crashed or killed holder releases it. A
+    writer that does its transactions on the yielded connection can never write without
+    the lock: if the session dies, its lock and its next transaction fail together.
     """
     with engine.connect() as conn:
         key = (LOCK_KEYS[job], account_id)
@@ -35,7 +37,7 @@ def account_lock(
             got = bool(conn.execute(select(func.pg_try_advisory_lock(*key))).scalar())
         conn.commit()
         try:
-            yield got
+            yield conn if got else None
         finally:
             if got and not conn.invalidated:
                 try:
