@@ -231,9 +231,20 @@ def _looks_like_html(text: str) -> bool:
 
 # orjson reads an integer beyond 64 bits as a lossy float (two long callids would merge) and
 # refuses a number beyond a double (one such value would block its window forever): a body
-# with a run of 20 digits, or one orjson refuses, is read again by the standard library,
-# whose integers are exact.
-_LONG_DIGITS = re.compile(rb"\d{20,}")
+# holding such a float, or one orjson refuses, is read again by the standard library, whose
+# integers are exact. (A regular expression over the body cost four times orjson itself.)
+_EXACT_FLOAT_LIMIT = 2.0**53
+
+
+def _lossy(value: Any) -> bool:
+    """A record holding a float too large to be an exact integer (orjson's reading of an
+    integer beyond 64 bits)."""
+    return isinstance(value, list) and any(
+        type(field) is float and abs(field) >= _EXACT_FLOAT_LIMIT
+        for record in value
+        if type(record) is dict
+        for field in record.values()
+    )
 
 
 def _finite_or_text(text: str) -> float | str:
@@ -249,7 +260,9 @@ def _exact_json(body: bytes) -> Any:
 
 def _decode_json(body: bytes) -> list[dict[str, Any]]:
     try:
-        value = _exact_json(body) if _LONG_DIGITS.search(body) else orjson.loads(body)
+        value = orjson.loads(body)
+        if _lossy(value):
+            value = _exact_json(body)
     except ValueError:  # orjson.JSONDecodeError and json.JSONDecodeError both are
         try:
             value = _exact_json(body)
