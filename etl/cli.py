@@ -336,7 +336,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )  # fmt: skip
 @click.option(
     "--concurrency", type=click.IntRange(1, 32), metavar="N",
-    help="Windows read at once (default: sync.backfill_concurrency, 4).",
+    help="Windows read at once (default: sync.backfill_concurrency, 3).",
 )  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 @pass_app

@@ -111,7 +111,7 @@ class SyncSettings(_Section):
     passes: tuple[Duration, ...] = (timedelta(minutes=2), timedelta(hours=1), timedelta(hours=24))
     initial_lookback: Duration = timedelta(hours=24)
     concurrency: int = Field(4, ge=1, le=64)  # accounts synced at once
-    backfill_concurrency: int = Field(4, ge=1, le=32)  # windows in flight in a backfill
+    backfill_concurrency: int = Field(3, ge=1, le=32)  # windows in flight in a backfill
     live_interval: Duration = timedelta(seconds=30)
     verify_interval: Duration | None = None  # daemon: run `verify --repair` this often
 
