@@ -89,5 +89,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     # httpx logs every request URL at INFO, and the URL carries the password.
     for name in ("httpx", "httpcore", "hpack"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for name in ("apscheduler", "alembic"):
+    for name in ("apscheduler", "alembic", "pgserver"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
