@@ -136,13 +136,14 @@ def render_status(console: Console, statuses: list[AccountStatus]) -> None:
                 line += f"\n  error: {run['error']}"
         else:
             line = "last run: never"
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
         success = f"{status.last_success:%Y-%m-%d %H:%M:%S %Z}" if status.last_success else "never"
         console.print(
             f"rows stored: {status.rows}   rejects: {status.rejects}   "
             f"failed runs (24 h): {status.failed_runs_24h}   last success: {success}\n",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
 
 
