@@ -229,6 +229,7 @@ def test_database_restart_mid_run_then_next_run_is_exact(
     from etl.db.engine import embedded_url, make_engine, stop_embedded
     from etl.db.migrate import upgrade
 
+    user = "pgserver" if os.geteuid() == 0 else None
     url = embedded_url(tmp_path / "restart")
     engine = make_engine(url, pool_size=2)
     try:
@@ -245,7 +246,6 @@ def test_database_restart_mid_run_then_next_run_is_exact(
                 return bool(conn.scalar(select(func.count()).select_from(cdrs)))
 
         wait_until(started)
-        user = "pgserver" if os.geteuid() == 0 else None
         pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=tmp_path / "restart" / "pgdata",
                         user=user)  # fmt: skip
         out, err = process.communicate(timeout=300)
@@ -258,3 +258,7 @@ def test_database_restart_mid_run_then_next_run_is_exact(
     finally:
         engine.dispose()
         stop_embedded(tmp_path / "restart")
+        # The restarted postmaster is not the process pgserver started: stop it by hand.
+        pgdata = tmp_path / "restart" / "pgdata"
+        if (pgdata / "postmaster.pid").exists():
+            pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
