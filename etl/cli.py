@@ -48,7 +48,6 @@ class App:
     overrides: dict[str, Any] = field(default_factory=dict)
     _settings: Settings | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
-    account_ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -65,8 +64,7 @@ class App:
 
     def sync_accounts(self) -> dict[str, int]:
         """Upsert the configured accounts (by name) and remember their ids."""
-        self.account_ids = upsert_accounts(self.engine, self.settings.accounts)
-        return self.account_ids
+        return upsert_accounts(self.engine, self.settings.accounts)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -473,7 +471,7 @@ def demo(app: App, no_progress: bool) -> int:
     last 7 days, an incremental sync and a live snapshot; then the figures of the week,
     the psql command to open the database, and example queries. Safe to run again.
     """
-    from etl.db.engine import embedded_url, make_engine
+    from etl.db.engine import database_url, embedded_url, make_engine
     from etl.demo import DEMO, run_demo, summary_lines
 
     if any(account.name == DEMO.name for account in app.settings.accounts):
@@ -482,7 +480,7 @@ def demo(app: App, no_progress: bool) -> int:
             "simulated CDRs into it (rename it, or run the demo on another database)"
         )
     if app.settings.database_url:
-        url = database_url_of(app)
+        url = database_url(app.settings)
     else:
         console.print(f"starting the embedded PostgreSQL in {app.settings.home / 'pgdata'}")
         url = embedded_url(app.settings.home, keep_running=True)
@@ -495,12 +493,6 @@ def demo(app: App, no_progress: bool) -> int:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     ok = report.backfill.ok and report.sync.ok and report.live.ok
     return 0 if ok else 1
-
-
-def database_url_of(app: App) -> str:
-    from etl.db.engine import database_url
-
-    return database_url(app.settings)
 
 
 @cli.command()

@@ -64,6 +64,23 @@ def cdr_etl(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen[
     )
 
 
+def migrate(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "etl", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def backfill_args(start: datetime, end: datetime, *extra: str) -> tuple[str, ...]:
+    return ("backfill", "--account", "default", "--start", f"{start}", "--end", f"{end}",
+            "--no-progress", *extra)  # fmt: skip
+
+
+def has_rows(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.scalar(select(func.count()).select_from(cdrs)))
+
+
 def stored(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         return {r.callid: r.raw for r in conn.execute(select(cdrs.c.callid, cdrs.c.raw))}
@@ -100,13 +117,9 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
     env = cli_env(db_url, sim, tmp_path)
     end = wall(datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0)
     start = end - timedelta(hours=24)
-    args = ("backfill", "--account", "default", "--start", f"{start}", "--end", f"{end}",
-            "--window", "1h", "--concurrency", "3", "--no-progress")  # fmt: skip
+    args = backfill_args(start, end, "--window", "1h", "--concurrency", "3")
     rng = random.Random(5)
-    migrate = subprocess.run(
-        [sys.executable, "-m", "etl", "migrate"], env=env, capture_output=True, text=True
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(env)
     for _ in range(3):
         with engine.connect() as conn:
             before = conn.scalar(select(func.count()).select_from(cdrs)) or 0
@@ -140,8 +153,7 @@ def test_two_syncs_at_once_are_exact(
     """Two `cdr-etl sync` processes started together: one syncs, the other skips or
     follows; the data is exact."""
     env = cli_env(db_url, sim, tmp_path)
-    subprocess.run([sys.executable, "-m", "etl", "migrate"], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    migrate(env)
     first, second = cdr_etl("sync", env=env), cdr_etl("sync", env=env)
     outputs = [p.communicate(timeout=300) for p in (first, second)]
     assert first.returncode == 0, outputs[0][1]
@@ -165,12 +177,10 @@ def test_sync_and_backfill_side_by_side(
     """A backfill over the range a sync reads, at the same time: no loss, no doubles,
     and the watermark is where the sync put it."""
     env = cli_env(db_url, sim, tmp_path)
-    subprocess.run([sys.executable, "-m", "etl", "migrate"], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    migrate(env)
     now = wall(datetime.now(UTC))
     start, end = now - timedelta(hours=30), now - timedelta(hours=2)
-    backfill = cdr_etl("backfill", "--account", "default", "--start", f"{start}", "--end",
-                       f"{end}", "--no-progress", env=env)  # fmt: skip
+    backfill = cdr_etl(*backfill_args(start, end), env=env)
     sync = cdr_etl("sync", env=env)
     for process in (backfill, sync):
         out, err = process.communicate(timeout=300)
@@ -191,19 +201,12 @@ def test_connection_cut_mid_run_then_next_run_is_exact(
     """The database drops every connection of a running backfill (as a restart does): the
     run fails cleanly, and the re-run is exact."""
     env = cli_env(db_url, sim, tmp_path)
-    subprocess.run([sys.executable, "-m", "etl", "migrate"], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    migrate(env)
     end = wall(datetime.now(UTC) - timedelta(days=2)).replace(minute=0, second=0)
     start = end - timedelta(hours=24)
-    args = ("backfill", "--account", "default", "--start", f"{start}", "--end", f"{end}",
-            "--no-progress")  # fmt: skip
+    args = backfill_args(start, end)
     process = cdr_etl(*args, env=env)
-
-    def started() -> bool:
-        with engine.connect() as conn:
-            return bool(conn.scalar(select(func.count()).select_from(cdrs)))
-
-    wait_until(started)
+    wait_until(lambda: has_rows(engine))
     with engine.connect() as conn:
         conn.execute(
             text(
@@ -237,15 +240,9 @@ def test_database_restart_mid_run_then_next_run_is_exact(
         env = cli_env(url, sim, tmp_path)
         end = wall(datetime.now(UTC) - timedelta(days=3)).replace(minute=0, second=0)
         start = end - timedelta(hours=24)
-        args = ("backfill", "--account", "default", "--start", f"{start}", "--end", f"{end}",
-                "--no-progress")  # fmt: skip
+        args = backfill_args(start, end)
         process = cdr_etl(*args, env=env)
-
-        def started() -> bool:
-            with engine.connect() as conn:
-                return bool(conn.scalar(select(func.count()).select_from(cdrs)))
-
-        wait_until(started)
+        wait_until(lambda: has_rows(engine))
         pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=tmp_path / "restart" / "pgdata",
                         user=user)  # fmt: skip
         out, err = process.communicate(timeout=300)
