@@ -132,6 +132,10 @@ class Run(Base):
     updated: Mapped[int] = mapped_column(BigInteger, server_default="0")
     unchanged: Mapped[int] = mapped_column(BigInteger, server_default="0")
     rejected: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # windows whose walk met a callid on two pages (the server's order moved under it)
+    disturbed: Mapped[int] = mapped_column(Integer, server_default="0")
+    # the extra requests spent re-reading those windows in a way that needs no order
+    reread_requests: Mapped[int] = mapped_column(Integer, server_default="0")
     status: Mapped[str] = mapped_column(Text, server_default="running")  # running|ok|failed
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = _now()

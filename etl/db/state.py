@@ -86,6 +86,8 @@ class RunFigures:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    disturbed: int = 0  # windows whose walk met a callid on two pages
+    reread_requests: int = 0  # requests of the order-proof re-reads of those windows
     errors: Counter[str] = field(default_factory=Counter)  # failed attempts by kind
 
     def add(self, other: RunFigures) -> None:
