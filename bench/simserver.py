@@ -31,10 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cdrs", type=int, required=True, help="about this many legs")
     parser.add_argument("--legs-per-hour", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--order", choices=["sorted", "shuffled_ties", "unordered"], default="sorted",
+        help="order of by-date rows (the simulator's order quirk)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     estimate = max(1, math.ceil(args.cdrs / args.legs_per_hour))
-    account = SimAccount(seed=args.seed, calls_per_hour=args.legs_per_hour / LEGS_PER_CALL)
+    account = SimAccount(
+        seed=args.seed, calls_per_hour=args.legs_per_hour / LEGS_PER_CALL, order=args.order
+    )
     sim = Simulator(
         [account],
         start=START,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -418,8 +418,20 @@ def _progress(disabled: bool) -> Iterator[Progress | None]:
 @click.option("--days", type=float, default=30.0, show_default=True,
               help="Days of history before now.")  # fmt: skip
 @click.option("--calls-per-hour", type=float, default=60.0, show_default=True)
+@click.option(
+    "--order", type=click.Choice(["sorted", "shuffled_ties", "unordered"]), default="sorted",
+    show_default=True,
+    help="Order of by-date rows: sorted; rows sharing a second reshuffled on every request; "
+    "or every request in a fresh random order (no ORDER BY).",
+)  # fmt: skip
 def simulate(
-    port: int, host: str, seed: int, faults: str, days: float, calls_per_hour: float
+    port: int,
+    host: str,
+    seed: int,
+    faults: str,
+    days: float,
+    calls_per_hour: float,
+    order: Literal["sorted", "shuffled_ties", "unordered"],
 ) -> None:
     """Serve the bundled simulator of getCdrs.php until Ctrl-C or SIGTERM.
 
@@ -438,7 +450,7 @@ def simulate(
         click.echo(f"simulator serving {server.url} (username 8569841, password 01234567891)")
 
     serve(port=port, seed=seed, host=host, faults=spec, days=days,
-          calls_per_hour=calls_per_hour, on_ready=ready)  # fmt: skip
+          calls_per_hour=calls_per_hour, order=order, on_ready=ready)  # fmt: skip
 
 
 @cli.command()

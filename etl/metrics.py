@@ -24,6 +24,19 @@ class Metrics:
         self.retries = Counter(
             "cdr_etl_retries", "Requests retried after a transient error", ["account"], registry=r
         )
+        self.disturbed = Counter(
+            "cdr_etl_disturbed_windows",
+            "Windows whose paged read met a callid twice (the server's order moved) and were "
+            "re-read in an order-proof way",
+            ["account"],
+            registry=r,
+        )
+        self.reread_requests = Counter(
+            "cdr_etl_reread_requests",
+            "Extra requests spent re-reading disturbed windows",
+            ["account"],
+            registry=r,
+        )
         self.pages = Counter("cdr_etl_pages", "Non-empty pages read", ["account"], registry=r)
         self.rows = Counter(
             "cdr_etl_rows", "CDRs by what the load did with them", ["account", "outcome"],
@@ -58,6 +71,8 @@ class Metrics:
         self.requests.labels(account).inc(f.requests)
         self.retries.labels(account).inc(f.retries)
         self.pages.labels(account).inc(f.pages)
+        self.disturbed.labels(account).inc(f.disturbed)
+        self.reread_requests.labels(account).inc(f.reread_requests)
         for outcome in ("inserted", "updated", "unchanged", "rejected"):
             self.rows.labels(account, outcome).inc(getattr(f, outcome))
         for kind, count in f.errors.items():

@@ -169,4 +169,6 @@ def store_window(
     finally:
         figures.requests += stats.requests
         figures.retries += stats.retries
+        figures.disturbed += stats.disturbed
+        figures.reread_requests += stats.reread_requests
         figures.errors.update(stats.errors)

@@ -77,6 +77,11 @@ def summary(result: AccountResult) -> str:
         f"fetched {f.fetched}, inserted {f.inserted}, updated {f.updated}, "
         f"unchanged {f.unchanged}, rejected {f.rejected}"
     )
+    if f.disturbed:
+        line += (
+            f"; {f.disturbed} windows re-read in an order-proof way "
+            f"({f.reread_requests} extra requests: the server's order moved between pages)"
+        )
     return f"{line}; error: {result.error}" if result.error else line
 
 

@@ -19,6 +19,7 @@ from etl.db.models import cdrs
 from etl.normalize import content_hash
 from etl.pipeline import Source
 from etl.simulator import Faults, SimAccount, Simulator, SimulatorServer
+from etl.simulator.store import Order
 from etl.sync import AccountResult, sync_account
 
 PASSWORD = "98765432109"
@@ -106,11 +107,12 @@ def world(
     days: float = 2,
     calls_per_hour: float = 60,
     seed: int = 7,
+    order: Order = "sorted",
 ) -> Iterator[World]:
     clock = Clock(now)
     account = SimAccount(
         username=USERNAME, password=PASSWORD, timezone=timezone, seed=seed,
-        calls_per_hour=calls_per_hour,
+        calls_per_hour=calls_per_hour, order=order,
     )  # fmt: skip
     sim = Simulator([account], start=now - timedelta(days=days), faults=faults, clock=clock)
     config = AccountConfig(name="main", username=USERNAME, timezone=timezone)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import random
+from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from etl.api.client import Credentials, RequestStats
 from etl.api.paging import walk_window
@@ -132,3 +136,159 @@ def test_bad_arguments() -> None:
     """A page size or page limit below 1 is refused."""
     with pytest.raises(ValueError, match="page_size"):
         walk(FakeServer(1), 0)
+
+
+# -- the server's order moves between requests ---------------------------------------------
+
+
+class ShufflingServer:
+    """A window's rows by detect time (inclusive bounds), ordered as asked on each request:
+    `sorted` (stable), `ties` (rows sharing a second reshuffled), `unordered` (all shuffled);
+    an optional silent page cap; `exclusive_end` treats dateEnd as exclusive."""
+
+    def __init__(
+        self,
+        seconds: list[int],
+        order: str,
+        *,
+        cap: int | None = None,
+        seed: int = 0,
+        exclusive_end: bool = False,
+    ) -> None:
+        self.rows = [
+            {"callid": str(i), "detect_time": f"{START + timedelta(seconds=s):%Y-%m-%d %H:%M:%S}"}
+            for i, s in enumerate(seconds)
+        ]
+        self.order, self.cap, self.exclusive_end = order, cap, exclusive_end
+        self.rng = random.Random(seed)
+        self.asked: list[tuple[datetime, datetime, int, int]] = []
+
+    def fetch_page(
+        self,
+        creds: Credentials,
+        date_start: datetime,
+        date_end: datetime,
+        ini: int,
+        cant: int,
+        stats: RequestStats | None = None,
+    ) -> list[dict[str, Any]]:
+        self.asked.append((date_start, date_end, ini, cant))
+        if stats is not None:
+            stats.add_request()
+        lo, hi = f"{date_start:%Y-%m-%d %H:%M:%S}", f"{date_end:%Y-%m-%d %H:%M:%S}"
+        rows = [
+            r
+            for r in self.rows
+            if lo <= r["detect_time"] and (r["detect_time"] < hi or (
+                not self.exclusive_end and r["detect_time"] == hi))
+        ]  # fmt: skip
+        rows.sort(key=lambda r: (r["detect_time"], int(r["callid"])))
+        if self.order == "unordered":
+            self.rng.shuffle(rows)
+        elif self.order == "ties":
+            rows.sort(key=lambda r: (r["detect_time"], self.rng.random()))
+        size = min(cant, self.cap) if self.cap is not None else cant
+        return rows[ini : ini + size]
+
+
+def read(server: ShufflingServer, page_size: int, stats: RequestStats) -> list[str]:
+    pages = walk_window(server, CREDS, START, END, page_size, stats)
+    return [r["callid"] for page in pages for r in page]
+
+
+def crowded(n: int, seed: int = 0) -> list[int]:
+    """`n` rows in an hour, in bursts so that many share a second."""
+    rng = random.Random(seed)
+    return [rng.choice(range(0, 3600, 7)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("order", ["ties", "unordered"])
+@pytest.mark.parametrize(("page_size", "cap"), [(50, None), (200, None), (1000, 60), (100, 37)])
+def test_a_reordering_server_loses_nothing(order: str, page_size: int, cap: int | None) -> None:
+    """Whatever order each request uses, the read holds every row of the window, and the
+    disturbed walk is counted with the requests its order-proof re-read cost."""
+    server = ShufflingServer(crowded(1500), order, cap=cap)
+    stats = RequestStats()
+    got = read(server, page_size, stats)
+    assert set(got) == {r["callid"] for r in server.rows}
+    assert stats.disturbed == 1
+    assert stats.reread_requests > 0
+    assert stats.requests == len(server.asked)
+
+
+def test_the_plain_walk_loses_rows_under_reshuffled_ties() -> None:
+    """The proof that the quirk bites: the walk alone, under reshuffled ties, skips rows."""
+    server = ShufflingServer(crowded(1500), "ties")
+    seen: set[str] = set()
+    ini = 0
+    while page := server.fetch_page(CREDS, START, END, ini, 100):
+        seen.update(r["callid"] for r in page)
+        ini += len(page)
+    assert len(seen) < 1500
+
+
+@pytest.mark.parametrize("cap", [None, 37])
+def test_a_well_behaved_server_costs_nothing_extra(cap: int | None) -> None:
+    """A sorted server is walked once, exactly as before: no re-read, no extra request."""
+    server = ShufflingServer(crowded(1500), "sorted", cap=cap)
+    stats = RequestStats()
+    got = read(server, 200, stats)
+    per_page = min(200, cap or 200)
+    assert sorted(got, key=int) == [str(i) for i in range(1500)]
+    assert [ini for _, _, ini, _ in server.asked] == [*range(0, 1500, per_page), 1500]
+    assert (stats.disturbed, stats.reread_requests) == (0, 0)
+
+
+def test_one_second_beyond_a_page_is_an_error_not_a_silent_completion() -> None:
+    """More rows in one second than a page holds cannot be read without order: fatal."""
+    server = ShufflingServer([10] * 120 + list(range(100, 400)), "ties")
+    with pytest.raises(FatalSourceError, match="share the second 2024-05-01 10:00:10"):
+        read(server, 50, RequestStats())
+
+
+def test_exclusive_date_bounds_are_caught_by_the_coverage_check() -> None:
+    """A server whose dateEnd is exclusive answers [t, t] with nothing: when a busy second
+    must be read alone, the order-proof read lacks rows the walk met, and says so instead
+    of completing."""
+    seconds = [10] * 25 + list(range(100, 700, 3))
+    server = ShufflingServer(seconds, "unordered", exclusive_end=True)
+    with pytest.raises(FatalSourceError, match="not be inclusive"):
+        read(server, 20, RequestStats())
+
+
+def test_the_duplicated_rows_quirk_inside_a_page_is_not_a_disturbance() -> None:
+    """A row repeated next to itself inside one page proves nothing about order."""
+
+    class Doubling(ShufflingServer):
+        def fetch_page(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            page = super().fetch_page(*args, **kwargs)
+            return [r for row in page for r in ([row, row] if row["callid"] == "3" else [row])]
+
+    server = Doubling(list(range(0, 100)), "sorted")
+    stats = RequestStats()
+    read(server, 40, stats)
+    assert stats.disturbed == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seconds=st.lists(st.integers(0, 3600), min_size=0, max_size=400),
+    order=st.sampled_from(["sorted", "ties", "unordered"]),
+    page_size=st.integers(5, 120),
+    cap=st.one_of(st.none(), st.integers(3, 120)),
+    seed=st.integers(0, 2**16),
+)
+def test_the_read_returns_exactly_the_window_rows(
+    seconds: list[int], order: str, page_size: int, cap: int | None, seed: int
+) -> None:
+    """Property: for any tie pattern, order, page size and cap, the read either returns
+    exactly the window's rows, or (a second fuller than a page) refuses with an error."""
+    server = ShufflingServer(seconds, order, cap=cap, seed=seed)
+    limit = min(page_size, cap or page_size)
+    try:
+        got = read(server, page_size, RequestStats())
+    except FatalSourceError as exc:
+        assert "share the second" in str(exc)
+        assert max(Counter(seconds).values()) >= limit
+        return
+    assert set(got) == {r["callid"] for r in server.rows}

@@ -101,6 +101,8 @@ class RequestStats:
 
     requests: int = 0
     retries: int = 0
+    disturbed: int = 0  # windows whose walk met a callid on two pages
+    reread_requests: int = 0  # requests of those windows' order-proof reads
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, repr=False, compare=False, init=False
@@ -113,6 +115,14 @@ class RequestStats:
     def add_retry(self) -> None:
         with self._lock:
             self.retries += 1
+
+    def add_disturbed(self) -> None:
+        with self._lock:
+            self.disturbed += 1
+
+    def add_reread(self, requests: int) -> None:
+        with self._lock:
+            self.reread_requests += requests
 
     def add_error(self, kind: str) -> None:
         with self._lock:

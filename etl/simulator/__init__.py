@@ -26,6 +26,7 @@ from .app import SimAccount, SimResponse, SimStats, Simulator
 from .faults import Faults
 from .render import Envelope
 from .server import SimulatorServer
+from .store import Order
 
 __all__ = [
     "Faults",
@@ -50,6 +51,7 @@ def serve(
     days: float = 30.0,
     calls_per_hour: float = 60.0,
     envelope: Envelope = "bare",
+    order: Order = "sorted",
     on_ready: Callable[[SimulatorServer], None] | None = None,
 ) -> None:
     """Serve the simulator until SIGINT or SIGTERM (blocks).
@@ -57,13 +59,14 @@ def serve(
     Default: the demo account of the manual (username 8569841, password 01234567891,
     America/Costa_Rica) with `calls_per_hour` calls, seeded by `seed`; calls from `days`
     before now, and new calls keep happening as real time passes. `faults` is a `Faults`
-    or its `parse` syntax; `envelope` wraps json answers (see `Simulator`). `on_ready` is
-    called with the running server (its `.url`); without it, the URL is logged. Call it
-    from the main thread: signal handlers can only be installed there."""
+    or its `parse` syntax; `envelope` wraps json answers (see `Simulator`); `order` orders
+    by-date answers (see `SimAccount.order`). `on_ready` is called with the running
+    server (its `.url`); without it, the URL is logged. Call it from the main thread:
+    signal handlers can only be installed there."""
     if isinstance(faults, str):
         faults = Faults.parse(faults)
     if accounts is None:
-        accounts = [SimAccount(seed=seed, calls_per_hour=calls_per_hour)]
+        accounts = [SimAccount(seed=seed, calls_per_hour=calls_per_hour, order=order)]
     start = datetime.now(UTC) - timedelta(days=days)
     sim = Simulator(accounts, faults=faults, seed=seed, start=start, envelope=envelope)
     stop = threading.Event()

@@ -22,6 +22,7 @@ paging, unknown format) come as HTTP 200 with an error object, as the real serve
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,7 @@ import orjson
 from .data import CallGenerator, Record
 from .faults import FaultDice, Faults, RequestFate
 from .render import CONTENT_TYPES, ENVELOPES, FORMATS, Envelope, Format, render, render_error
-from .store import FILTER_FIELDS, AccountStore, FilterField
+from .store import FILTER_FIELDS, ORDERS, AccountStore, FilterField, Order
 
 Action = Literal["send", "drop", "truncate"]
 Clock = Callable[[], datetime]
@@ -63,6 +64,15 @@ class SimAccount:
     seed: int = 1
     calls_per_hour: float = 60.0
     agents: int = 6
+    order: Order = "sorted"
+    """How by-date answers are ordered: `sorted` (by the filter field, then callid: a
+    stable ORDER BY), `shuffled_ties` (rows sharing the filter field's second in a fresh
+    random order on every request, as MySQL's ORDER BY ... LIMIT may), `unordered` (the
+    window's rows in a fresh random order on every request: no ORDER BY)."""
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {self.order!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +135,7 @@ class Simulator:
         self._stats = SimStats()
         self._stats_lock = threading.Lock()
         self._accounts: dict[str, tuple[SimAccount, AccountStore]] = {}
+        self._order_requests: dict[str, int] = {}
         for account in accounts if accounts is not None else [SimAccount()]:
             if account.username in self._accounts:
                 raise ValueError(f"account {account.username} given twice")
@@ -182,7 +193,7 @@ class Simulator:
             mode, rows = "recent", store.recent(now)
         else:
             try:
-                mode, rows = "date", self._by_date(store, params, now)
+                mode, rows = "date", self._by_date(entry[0], store, params, now)
             except _BadRequest as exc:
                 return _error(str(exc), fmt)
         with self._stats_lock:
@@ -191,7 +202,9 @@ class Simulator:
         body = render(rows, fmt, self.envelope)
         return SimResponse(200, {"Content-Type": CONTENT_TYPES[fmt]}, body)
 
-    def _by_date(self, store: AccountStore, params: Mapping[str, str], now: float) -> list[bytes]:
+    def _by_date(
+        self, account: SimAccount, store: AccountStore, params: Mapping[str, str], now: float
+    ) -> list[bytes]:
         lo, hi = params.get("dateStart", ""), params.get("dateEnd", "")
         if not (_valid_date(lo) and _valid_date(hi)):
             raise _BadRequest("Invalid date format, expected yyyy-mm-dd HH:ii:ss")
@@ -199,8 +212,19 @@ class Simulator:
         cap = self.faults.page_cap
         if cap is not None:
             cant = cap if cant is None else min(cant, cap)
-        rows = store.select(lo, hi, now)
+        if account.order == "sorted":
+            rows = store.select(lo, hi, now)
+        else:
+            rows = store.select_reordered(lo, hi, now, self._order_dice(account), account.order)
         return rows[ini : ini + cant] if cant is not None else rows[ini:]
+
+    def _order_dice(self, account: SimAccount) -> random.Random:
+        """The dice of one by-date request's order: the account's seed and the number of
+        its reordered requests so far, so a run is reproducible."""
+        with self._stats_lock:
+            n = self._order_requests.get(account.username, 0)
+            self._order_requests[account.username] = n + 1
+        return random.Random(f"order:{account.seed}:{account.username}:{n}")
 
     def _fault(self, fate: RequestFate) -> SimResponse:
         if fate.kind == "error_5xx":

@@ -30,6 +30,8 @@ from .data import MAX_CALL_SPAN, CallGenerator, Leg, Record, earlier_version, li
 from .faults import Faults
 
 FilterField = Literal["detect_time", "connect_time", "disconnect_time"]
+Order = Literal["sorted", "shuffled_ties", "unordered"]
+ORDERS: tuple[Order, ...] = ("sorted", "shuffled_ties", "unordered")
 FILTER_FIELDS: tuple[FilterField, ...] = ("detect_time", "connect_time", "disconnect_time")
 JUST_ENDED = 5
 """A live answer also shows legs that ended less than this many seconds ago."""
@@ -198,6 +200,27 @@ class AccountStore:
             if passed != query.events_passed:
                 query.view, query.events_passed = view_of(query.legs, now), passed
             return query.view
+
+    def select_reordered(
+        self, lo: str, hi: str, now: float, rng: random.Random, order: Order
+    ) -> list[bytes]:
+        """The rows of `select`, reordered by `rng`: within each run of rows sharing the
+        filter field's second (`shuffled_ties`), or all of them (`unordered`). A duplicated
+        row keeps its copy next to it (the duplicated-rows quirk is not an order quirk)."""
+        with self._lock:
+            self.select(lo, hi, now)
+            legs = [leg for leg in self._queries[(lo, hi)].legs if leg.visible_at <= now]
+        if order == "unordered":
+            rng.shuffle(legs)
+        else:
+            start = 0
+            for i in range(1, len(legs) + 1):
+                if i == len(legs) or legs[i].key != legs[start].key:
+                    tie = legs[start:i]
+                    rng.shuffle(tie)
+                    legs[start:i] = tie
+                    start = i
+        return view_of(legs, now)
 
     def _hours_between(self, lo: str, hi: str, now: float) -> range:
         clock = self.generator.clock
