@@ -285,10 +285,12 @@ def test_the_read_returns_exactly_the_window_rows(
     exactly the window's rows, or (a second fuller than a page) refuses with an error."""
     server = ShufflingServer(seconds, order, cap=cap, seed=seed)
     limit = min(page_size, cap or page_size)
-    try:
+    if seconds and max(Counter(seconds).values()) >= limit and order != "sorted":
+        try:  # may be read whole if no walk was disturbed; never completed with a loss
+            got = read(server, page_size, RequestStats())
+        except FatalSourceError as exc:
+            assert "share the second" in str(exc)  # noqa: PT017 (the read may also succeed)
+            return
+    else:
         got = read(server, page_size, RequestStats())
-    except FatalSourceError as exc:
-        assert "share the second" in str(exc)
-        assert max(Counter(seconds).values()) >= limit
-        return
     assert set(got) == {r["callid"] for r in server.rows}
