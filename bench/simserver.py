@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             "hours": hours,
             "legs": legs,
         }
+        # what a whole read of the range holds (distinct callids): "exact" means this many
+        ready["served"] = len(sim.truth_between(account.username, ready["start"], ready["end"]))
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         while not stop.wait(0.5):
