@@ -189,6 +189,8 @@ def test_daemon_syncs_serves_health_and_stops_cleanly(
         assert 'cdr_etl_rows_total{account="main",outcome="inserted"}' in metrics
         assert 'cdr_etl_watermark_lag_seconds{account="main",pass_name="2m"}' in metrics
         assert "cdr_etl_live_calls" in metrics
+        assert 'cdr_etl_disturbed_windows_total{account="main"} 0.0' in metrics
+        assert 'cdr_etl_reread_requests_total{account="main"} 0.0' in metrics
         assert PASSWORD not in metrics
     finally:
         process.send_signal(signal.SIGTERM)

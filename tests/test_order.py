@@ -119,7 +119,7 @@ def test_a_well_behaved_server_costs_no_extra_request(engine: Engine) -> None:
 
 def watermark(engine: Engine) -> datetime:
     with engine.connect() as conn:
-        mark = conn.scalar(select(watermarks.c.position))
+        mark: datetime | None = conn.scalar(select(watermarks.c.position))
     assert mark is not None
     return mark
 
@@ -222,3 +222,29 @@ def test_backfill_killed_mid_window_under_reshuffled_ties_resumes_exactly(
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(backfill_windows)) == 3
     assert disturbed(engine)[0] > 0
+
+
+def test_the_rereads_reach_the_metrics() -> None:
+    """A run's disturbed windows and re-read requests are counted in the daemon's metrics."""
+    from etl.db.state import RunFigures
+    from etl.metrics import Metrics
+    from etl.sync import AccountResult
+
+    metrics = Metrics()
+    figures = RunFigures(windows=3, requests=40, disturbed=2, reread_requests=31)
+    metrics.record_run(AccountResult("main", "sync", "ok", figures), datetime.now(UTC))
+    value = metrics.registry.get_sample_value
+    assert value("cdr_etl_disturbed_windows_total", {"account": "main"}) == 2
+    assert value("cdr_etl_reread_requests_total", {"account": "main"}) == 31
+
+
+def test_the_summary_line_tells_of_the_rereads() -> None:
+    """The run's summary line says how many windows were re-read and at what cost."""
+    from etl.db.state import RunFigures
+    from etl.sync import AccountResult, summary
+
+    quiet = summary(AccountResult("main", "sync", "ok", RunFigures(windows=3)))
+    assert "re-read" not in quiet
+    figures = RunFigures(windows=3, disturbed=2, reread_requests=31)
+    line = summary(AccountResult("main", "sync", "ok", figures))
+    assert "2 windows re-read in an order-proof way (31 extra requests" in line

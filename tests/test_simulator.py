@@ -599,3 +599,52 @@ def test_throughput_is_printed() -> None:
         f" served {served} rows in {elapsed:.2f} s ({served / elapsed:,.0f} rows/s)"
     )
     assert served >= 100_000
+
+
+def whole_answers(sim: Simulator, n: int) -> list[list[Record]]:
+    """`n` whole by-date answers of WINDOW, in request order (in process, no paging)."""
+    params = {**CREDENTIALS, "dateStart": WINDOW[0], "dateEnd": WINDOW[1], "format": "json"}
+    return [orjson.loads(sim.handle(params).body) for _ in range(n)]
+
+
+def test_shuffled_ties_reorder_only_rows_sharing_a_second() -> None:
+    """The shuffled_ties quirk: every answer holds the same rows, sorted by detect_time, but
+    rows sharing a second come in a fresh order on each request; duplicates stay adjacent."""
+    sim = make_sim(Faults(duplicate_rate=0.1), calls_per_hour=600, order="shuffled_ties")
+    answers = whole_answers(sim, 3)
+    sorted_rows = whole_answers(make_sim(Faults(duplicate_rate=0.1), calls_per_hour=600), 1)[0]
+    for rows in answers:
+        assert sorted(map(orjson.dumps, rows)) == sorted(map(orjson.dumps, sorted_rows))
+        times = [row["detect_time"] for row in rows]
+        assert times == sorted(times)
+        ids = [str(row["callid"]) for row in rows]
+        for callid, n in Counter(ids).items():
+            if n > 1:
+                first = ids.index(callid)
+                assert ids[first + 1] == callid  # a duplicated row keeps its copy next to it
+    orders = {tuple(str(row["callid"]) for row in rows) for rows in answers}
+    assert len(orders) == 3, "each request must get a fresh order of the ties"
+
+
+def test_unordered_answers_come_in_any_order() -> None:
+    """The unordered quirk: the same rows in a fresh random order on every request."""
+    sim = make_sim(calls_per_hour=200, order="unordered")
+    first, second = whole_answers(sim, 2)
+    assert sorted(map(orjson.dumps, first)) == sorted(map(orjson.dumps, second))
+    times = [row["detect_time"] for row in first]
+    assert times != sorted(times)
+    assert first != second
+
+
+def test_order_quirks_are_reproducible_from_the_seed() -> None:
+    """Two simulators with the same seed serve the same sequence of orders."""
+    for order in ("shuffled_ties", "unordered"):
+        one = whole_answers(make_sim(calls_per_hour=300, order=order), 3)
+        two = whole_answers(make_sim(calls_per_hour=300, order=order), 3)
+        assert one == two
+
+
+def test_an_unknown_order_is_refused() -> None:
+    """SimAccount names the orders it knows."""
+    with pytest.raises(ValueError, match="order must be one of"):
+        SimAccount(order="backwards")  # type: ignore[arg-type]
