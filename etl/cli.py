@@ -16,27 +16,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
-from etl.config import AccountConfig, Settings, load_settings
-from etl.db.accounts import upsert_accounts
-from etl.db.engine import engine_from_settings, stop_embedded
 from etl.errors import ConfigError, EtlError
-from etl.logs import setup_logging
 
+# Only click is imported up front: each command imports what it needs, so `--help` and
+# the light commands do not pay for SQLAlchemy, pydantic, rich or httpx.
 if TYPE_CHECKING:
+    from rich.console import Console
+    from sqlalchemy import Engine
+
     from etl.api.client import CdrApiClient
     from etl.backfill import Progress
+    from etl.config import AccountConfig, Settings
     from etl.db.state import RunFigures
     from etl.pipeline import Source
     from etl.sync import AccountResult
 
 log = logging.getLogger("etl")
-console = Console()
-err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+_consoles: dict[bool, Console] = {}
+
+
+def _console(stderr: bool = False) -> Console:
+    """The rich console of stdout (or stderr), made on first use."""
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        _consoles[stderr] = Console(stderr=stderr)
+    return _consoles[stderr]
 
 
 @dataclass
@@ -52,6 +59,9 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from etl.config import load_settings
+            from etl.logs import setup_logging
+
             self._settings = load_settings(self.env, **self.overrides)
             setup_logging(self._settings.log_level, self._settings.log_format)
         return self._settings
@@ -59,17 +69,24 @@ class App:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from etl.db.engine import engine_from_settings
+
             self._engine = engine_from_settings(self.settings)
         return self._engine
 
     def sync_accounts(self) -> dict[str, int]:
         """Upsert the configured accounts (by name) and remember their ids."""
+        from etl.db.accounts import upsert_accounts
+
         return upsert_accounts(self.engine, self.settings.accounts)
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-        stop_embedded()
+        if "etl.db.engine" in sys.modules:  # only a command that made an engine started one
+            from etl.db.engine import stop_embedded
+
+            stop_embedded()
 
 
 pass_app = click.make_pass_decorator(App)
@@ -132,9 +149,9 @@ def migrate(app: App) -> None:
             err=True,
         )
     if before == head:
-        console.print(f"schema already at revision {head}")
+        _console().print(f"schema already at revision {head}")
     else:
-        console.print(f"schema migrated from {before or 'empty'} to revision {head}")
+        _console().print(f"schema migrated from {before or 'empty'} to revision {head}")
 
 
 @cli.command()
@@ -145,7 +162,7 @@ def status(app: App) -> None:
 
     _require_schema(app)
     app.sync_accounts()
-    render_status(console, account_status(app.engine, app.settings))
+    render_status(_console(), account_status(app.engine, app.settings))
 
 
 def _require_schema(app: App) -> None:
@@ -165,14 +182,17 @@ def _errors() -> Iterator[None]:
         yield
     except ConfigError as exc:
         _die(2, str(exc))
-    except OperationalError as exc:
-        _die(1, f"database: {_first_line(exc.orig or exc)}")
     except EtlError as exc:
         _die(1, str(exc))
     except (KeyboardInterrupt, click.exceptions.Abort):
         _die(1, "aborted")
-    except Exception as exc:  # a bug: still one line, still no secret, exit 1
+    except Exception as exc:
+        database = sys.modules.get("sqlalchemy.exc")  # loaded by whatever raised it
+        if database is not None and isinstance(exc, database.OperationalError):
+            _die(1, f"database: {_first_line(exc.orig or exc)}")
         from etl.redact import RedactingFilter, redact
+
+        # a bug: still one line, still no secret, exit 1
 
         logging.getLogger("etl").debug("unexpected error", exc_info=True)
         _die(1, redact(f"{type(exc).__name__}: {_first_line(exc)}", RedactingFilter.secrets()))
@@ -383,13 +403,13 @@ def _progress(disabled: bool) -> Iterator[Progress | None]:
         TimeRemainingColumn,
     )
 
-    if disabled or not err_console.is_terminal:
+    if disabled or not _console(stderr=True).is_terminal:
         yield None
         return
     bar = Progress(
         TextColumn("windows"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rows]:,} CDRs"), TextColumn("{task.fields[rate]:,.0f}/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+        TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True),
     )  # fmt: skip
     task = bar.add_task("backfill", total=None, rows=0, rate=0.0)
     began = time.monotonic()
@@ -468,6 +488,8 @@ def daemon(app: App) -> int:
     from etl.daemon import Daemon, pool_size
 
     stop = threading.Event()
+    from etl.db.engine import engine_from_settings
+
     app._engine = engine_from_settings(app.settings, pool_size=pool_size(app.settings))
     with _client(app, sleep=stop.wait) as client:
         sources = _sources(app, client, ())
@@ -494,15 +516,15 @@ def demo(app: App, no_progress: bool) -> int:
     if app.settings.database_url:
         url = database_url(app.settings)
     else:
-        console.print(f"starting the embedded PostgreSQL in {app.settings.home / 'pgdata'}")
+        _console().print(f"starting the embedded PostgreSQL in {app.settings.home / 'pgdata'}")
         url = embedded_url(app.settings.home, keep_running=True)
         app._engine = make_engine(url)
-    console.print("simulator up; migrating, then backfilling 7 days of the demo account")
+    _console().print("simulator up; migrating, then backfilling 7 days of the demo account")
     with _progress(no_progress) as progress:
         report = run_demo(app.settings, app.engine, progress=progress)
     _print_results([report.backfill, report.sync])
     for line in summary_lines(report, url):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        _console().print(line, markup=False, highlight=False, soft_wrap=True)
     ok = report.backfill.ok and report.sync.ok and report.live.ok
     return 0 if ok else 1
 

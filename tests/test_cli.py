@@ -90,3 +90,22 @@ def test_database_down_is_one_line_and_exit_1(tmp_path: Path) -> None:
     line = one_error_line(result)
     assert line.startswith("cdr-etl: error: database: ")
     assert "dbsecret99" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("args", [("--help",), ("sync", "--help"), ("simulate", "--help")])
+def test_help_pays_for_no_heavy_import(args: tuple[str, ...]) -> None:
+    """`--help` loads click alone: not SQLAlchemy, pydantic, rich, httpx or Alembic (each
+    command imports what it needs, so an operator's `--help` answers at once)."""
+    probe = (
+        "import sys\n"
+        "from etl.cli import main\n"
+        "try:\n"
+        f"    main({list(args)!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('sqlalchemy', 'pydantic', 'rich', 'httpx', 'alembic', 'psycopg', 'orjson')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -71,3 +71,26 @@ def test_schema_follows_the_database_contract() -> None:
             assert not [c for c in every_column if "password" in c.lower()]
         finally:
             engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics_head() -> None:
+    """The quick head lookup (no Alembic import) agrees with Alembic's own."""
+    from alembic.script import ScriptDirectory
+
+    from etl.db.migrate import alembic_config, head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_the_current_revision_of_an_empty_database_is_none() -> None:
+    """A database never migrated has no revision (and no error)."""
+    from etl.db.engine import make_engine
+    from etl.db.migrate import current_revision
+    from tests.dbutil import fresh_database
+
+    with fresh_database() as url:
+        engine = make_engine(url, pool_size=1)
+        try:
+            assert current_revision(engine) is None
+        finally:
+            engine.dispose()
