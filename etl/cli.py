@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from etl.config import AccountConfig, Settings
     from etl.db.state import RunFigures
     from etl.pipeline import Source
-    from etl.sync import AccountResult
+    from etl.run import AccountResult
 
 log = logging.getLogger("etl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -273,10 +273,9 @@ def _run_id() -> str:
 
 def _print_results(results: list[AccountResult]) -> None:
     """One summary line per account run; failures also on stderr."""
-    from etl.sync import summary
 
     for result in results:
-        click.echo(summary(result), err=result.status == "failed")
+        click.echo(result.summary(), err=result.status == "failed")
 
 
 @cli.command()

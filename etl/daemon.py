@@ -36,7 +36,8 @@ from etl.errors import ConfigError
 from etl.logs import log_context
 from etl.metrics import Metrics
 from etl.pipeline import Source
-from etl.sync import AccountResult, describe, error_kind, sync_account
+from etl.run import AccountResult, describe, error_kind
+from etl.sync import sync_account
 from etl.windows import utc_now
 
 log = logging.getLogger(__name__)

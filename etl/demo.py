@@ -23,8 +23,9 @@ from etl.db.accounts import upsert_accounts
 from etl.db.migrate import upgrade
 from etl.live import LiveResult, snapshot_live
 from etl.pipeline import Source
+from etl.run import AccountResult
 from etl.simulator import SimAccount, Simulator, SimulatorServer
-from etl.sync import AccountResult, sync_account
+from etl.sync import sync_account
 from etl.windows import wall_clock
 
 DEMO = AccountConfig(name="demo", username="8569841", timezone="America/Costa_Rica")

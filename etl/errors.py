@@ -7,7 +7,10 @@
     │   └── FatalSourceError         everything that a retry will not fix
     │       └── AuthError            wrong credentials, in whatever form they come
     ├── RejectedRecord           one record that cannot be normalized: stored in rejects
-    └── LoadError                the database refused; raised from the driver error
+    ├── LoadError                the database refused; raised from the driver error
+    └── BackfillBusy             another backfill of the account is running: exit 1
+
+    Stopped (not an EtlError)    the run was asked to stop; it ends cleanly
 
 Messages are built from fields kept on the exception, never from a URL: every request
 URL carries the account password in its query string.
@@ -62,3 +65,27 @@ class RejectedRecord(EtlError):
 
 class LoadError(EtlError):
     """The database refused a load."""
+
+    kind = "database"
+
+
+class BackfillBusy(EtlError):
+    """Another backfill of the same account is running."""
+
+    kind = "busy"
+
+
+class Stopped(Exception):
+    """The run was asked to stop (SIGTERM, Ctrl-C in the daemon): what was in hand is
+    stored, the window in progress is not complete. Not an error: the run ends cleanly."""
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind of a failure, for the run history and the metrics: the `kind` an EtlError
+    carries, `database` for a driver error no loader translated, else `internal` (a bug)."""
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    if type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
+        return "database"
+    return "internal"

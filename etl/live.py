@@ -22,28 +22,26 @@ tells each one's outcome. The advisory lock ("live", per account) is only tried:
 another process is taking a snapshot of the account, this one is skipped.
 
 `snapshot_live` never raises for an API or database error: it returns status "failed"
-with a one-line, secret-free error (`etl.sync.describe`).
+with a one-line, secret-free error (`etl.run.describe`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, delete, insert
 
 from etl.api.client import RequestStats
 from etl.db.models import LiveCall, LiveSample
-from etl.db.state import account_lock
-from etl.logs import log_context
+from etl.db.state import RunFigures
 from etl.normalize import Cdr, normalize
 from etl.pipeline import Source
-from etl.sync import describe, error_kind
+from etl.run import AccountRun
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +65,29 @@ class LiveResult:
     error: str | None = None
     error_kind: str | None = None  # auth | transient | fatal | database | internal
     seconds: float = 0.0
+    figures: RunFigures = field(default_factory=RunFigures)  # requests, fetched, rejected
+    kind: ClassVar[str] = "live"
 
     @property
     def ok(self) -> bool:
         return self.status in ("ok", "skipped")
+
+    def summary(self) -> str:
+        line = (
+            f"live {self.account}: {self.status} in {self.seconds:.1f}s, "
+            f"{self.active} active ({self.ringing} ringing, {self.talking} talking), "
+            f"{self.ended} just ended, {self.rejected} rejected, "
+            f"{self.requests} requests, {self.retries} retries"
+        )
+        return f"{line}; error: {self.error}" if self.error else line
+
+    def details(self) -> dict[str, int]:
+        return {
+            "active": self.active,
+            "ringing": self.ringing,
+            "talking": self.talking,
+            "ended": self.ended,
+        }
 
 
 @dataclass
@@ -113,13 +130,7 @@ def classify(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> LiveSnapshot
 
 
 def summary(result: LiveResult) -> str:
-    line = (
-        f"live {result.account}: {result.status} in {result.seconds:.1f}s, "
-        f"{result.active} active ({result.ringing} ringing, {result.talking} talking), "
-        f"{result.ended} just ended, {result.rejected} rejected, "
-        f"{result.requests} requests, {result.retries} retries"
-    )
-    return f"{line}; error: {result.error}" if result.error else line
+    return result.summary()
 
 
 def snapshot_live(
@@ -130,45 +141,26 @@ def snapshot_live(
     is a programming error (ValueError), not a failed snapshot."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")
-    began = time.monotonic()
     result = LiveResult(account_name, "ok")
     stats = RequestStats()
-    with log_context(account=account_name, run_id=run_id):
+    busy = "another process is taking a live snapshot of this account"
+    with AccountRun(
+        engine, result, source.account_id, run_id, lock="live", history=False, busy_message=busy
+    ) as run:
+        if run.busy:
+            return result
         try:
-            with account_lock(engine, source.account_id, "live") as got:
-                if got is None:
-                    result.status = "skipped"
-                    result.error = "another process is taking a live snapshot of this account"
-                else:
-                    records = source.client.fetch_live(source.creds, full_account=True, stats=stats)
-                    snapshot = classify(records, source.tz)
-                    _store(engine, source.account_id, snapshot, now)
-                    result.ringing, result.talking = snapshot.ringing, snapshot.talking
-                    result.active, result.ended = snapshot.active, snapshot.ended
-                    result.rejected = snapshot.rejected
-        except Exception as exc:
-            result.status = "failed"
-            result.error, result.error_kind = describe(exc), error_kind(exc)
-            result.active = result.ringing = result.talking = result.ended = 0
-            result.rejected = 0
-            log.debug("live %s failed", account_name, exc_info=True)
-        result.requests, result.retries = stats.requests, stats.retries
-        result.seconds = time.monotonic() - began
-        log.log(
-            logging.INFO if result.ok else logging.ERROR,
-            summary(result),
-            extra={
-                "event_kind": "live_summary",
-                "active": result.active,
-                "ringing": result.ringing,
-                "talking": result.talking,
-                "ended": result.ended,
-                "rejected": result.rejected,
-                "requests": result.requests,
-                "retries": result.retries,
-            },
-        )
-        return result
+            records = source.client.fetch_live(source.creds, full_account=True, stats=stats)
+            snapshot = classify(records, source.tz)
+            _store(engine, source.account_id, snapshot, now)
+        finally:
+            result.requests, result.retries = stats.requests, stats.retries
+            result.figures.requests, result.figures.retries = stats.requests, stats.retries
+        result.ringing, result.talking = snapshot.ringing, snapshot.talking
+        result.active, result.ended = snapshot.active, snapshot.ended
+        result.rejected = result.figures.rejected = snapshot.rejected
+        result.figures.fetched = len(records)
+    return result
 
 
 def _store(engine: Engine, account_id: int, snapshot: LiveSnapshot, now: datetime) -> None:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine, select
 
 from etl.db.models import accounts, watermarks
-from etl.sync import AccountResult
+from etl.run import AccountResult
 from etl.windows import wall_clock
 
 

@@ -1,6 +1,7 @@
 """One window, from the API to the database: fetch pages (a thread ahead of the load),
-normalize, load each page in its own transaction, and complete the window (move a
-watermark, mark a backfill window) in the same transaction as its last page."""
+normalize, load each page in its own transaction, and complete the window (a
+`Completion`: move a watermark, mark a backfill window) in the same transaction as its
+last page."""
 
 from __future__ import annotations
 
@@ -19,17 +20,14 @@ from sqlalchemy import Connection, Engine
 from etl.api.client import CdrApiClient, Credentials, RequestStats
 from etl.api.paging import walk_window
 from etl.db.load import load_page
-from etl.db.state import RunFigures
+from etl.db.state import Completion, RunFigures
+from etl.errors import Stopped
 from etl.normalize import Cdr, Reject, normalize
 from etl.windows import Window
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _DONE = object()
-
-
-class Stopped(Exception):
-    """The run was asked to stop; what was in hand is stored, the window is not complete."""
 
 
 @dataclass(frozen=True)
@@ -120,14 +118,14 @@ def store_window(
     source: Source,
     window: Window,
     figures: RunFigures,
-    complete: Callable[[Connection, int], None],
+    completion: Completion,
     *,
     run_id: str | None = None,
     stop: threading.Event | None = None,
     connection: Connection | None = None,
 ) -> None:
-    """Read `window` whole and store it; `complete(conn, fetched)` runs in the transaction
-    of the last page. Any error leaves the window incomplete (and `complete` not run).
+    """Read `window` whole and store it; `completion` is applied in the transaction of the
+    last page. Any error leaves the window incomplete (and `completion` not applied).
 
     The pages are stored on `connection` when given (the one holding the account's lock),
     else on connections of `engine`'s pool."""
@@ -145,7 +143,7 @@ def store_window(
         with transaction(engine, connection) as conn:
             counts = load_page(conn, source.account_id, page.good, page.bad, run_id, page.received)
             if last:
-                complete(conn, fetched)
+                completion.apply(conn, fetched)
         figures.inserted += counts.inserted
         figures.updated += counts.updated
         figures.unchanged += counts.unchanged

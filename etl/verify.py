@@ -30,15 +30,15 @@ rejected; its range is the 24 hours before `now` on the provider's wall clock; i
 "ok" (whatever the differences) or "failed" with the error.
 
 `verify_account` never raises for an API or database error: it returns status "failed"
-with a one-line, secret-free error (`etl.sync.describe`).
+with a one-line, secret-free error (`etl.run.describe`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from sqlalchemy import Engine, Text, and_, any_, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -46,11 +46,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from etl.api.client import RequestStats
 from etl.db.load import load_page
 from etl.db.models import cdrs
-from etl.db.state import RunFigures, account_lock, finish_run, read_watermarks, start_run
-from etl.logs import log_context
+from etl.db.state import RunFigures, read_watermarks
 from etl.normalize import Cdr, Reject, normalize, to_utc
 from etl.pipeline import Source
-from etl.sync import describe, error_kind
+from etl.run import AccountRun
 from etl.windows import wall_clock
 
 log = logging.getLogger(__name__)
@@ -92,11 +91,35 @@ class VerifyResult:
     error: str | None = None
     error_kind: str | None = None  # auth | transient | fatal | database | internal
     seconds: float = 0.0
+    figures: RunFigures = field(default_factory=RunFigures)  # the run history's figures
+    kind: ClassVar[str] = "verify"
 
     @property
     def ok(self) -> bool:
         """Nothing wrong: no difference found, or the account was busy."""
         return self.status in ("ok", "skipped")
+
+    def summary(self) -> str:
+        line = (
+            f"verify {self.account}: {self.status} in {self.seconds:.1f}s, "
+            f"served {self.served}, stored {self.stored}, missing {len(self.missing)}, "
+            f"different {len(self.different)}, extra {len(self.extra)}, "
+            f"repaired {self.repaired}, rejected {self.rejected}, "
+            f"not yet due {self.pending}, "
+            f"{self.requests} requests, {self.retries} retries"
+        )
+        return f"{line}; error: {self.error}" if self.error else line
+
+    def details(self) -> dict[str, int]:
+        return {
+            "served": self.served,
+            "stored": self.stored,
+            "missing": len(self.missing),
+            "different": len(self.different),
+            "extra": len(self.extra),
+            "repaired": self.repaired,
+            "pending": self.pending,
+        }
 
 
 @dataclass
@@ -130,15 +153,7 @@ def compare(served: dict[str, Cdr], stored: list[tuple[str, str]]) -> Comparison
 
 
 def summary(result: VerifyResult) -> str:
-    line = (
-        f"verify {result.account}: {result.status} in {result.seconds:.1f}s, "
-        f"served {result.served}, stored {result.stored}, missing {len(result.missing)}, "
-        f"different {len(result.different)}, extra {len(result.extra)}, "
-        f"repaired {result.repaired}, rejected {result.rejected}, "
-        f"not yet due {result.pending}, "
-        f"{result.requests} requests, {result.retries} retries"
-    )
-    return f"{line}; error: {result.error}" if result.error else line
+    return result.summary()
 
 
 def verify_account(
@@ -155,58 +170,22 @@ def verify_account(
     is a programming error (ValueError), not a failed verify."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")
-    began = time.monotonic()
     result = VerifyResult(account_name, "ok")
     stats = RequestStats()
-    figures = RunFigures()
-    row: int | None = None
-    with log_context(account=account_name, run_id=run_id):
+    local_now = wall_clock(now, source.tz)
+    with AccountRun(
+        engine, result, source.account_id, run_id, lock="verify",
+        range_start=local_now - RECENT_SPAN, range_end=local_now,
+        busy_message="another process is verifying this account",
+    ) as run:  # fmt: skip
+        if run.busy:
+            return result
         try:
-            with account_lock(engine, source.account_id, "verify") as got:
-                if got is None:
-                    result.status = "skipped"
-                    result.error = "another process is verifying this account"
-                else:
-                    local_now = wall_clock(now, source.tz)
-                    row = start_run(
-                        engine,
-                        run_id,
-                        source.account_id,
-                        "verify",
-                        local_now - RECENT_SPAN,
-                        local_now,
-                    )
-                    _verify(engine, source, run_id, repair, result, figures, stats)
-        except Exception as exc:
-            result.status = "failed"
-            result.error, result.error_kind = describe(exc), error_kind(exc)
-            log.debug("verify %s failed", account_name, exc_info=True)
-        result.requests, result.retries = stats.requests, stats.retries
-        figures.requests, figures.retries = stats.requests, stats.retries
-        result.seconds = time.monotonic() - began
-        if row is not None:
-            status = "failed" if result.status == "failed" else "ok"
-            try:
-                finish_run(engine, row, figures, status, result.error)
-            except Exception as exc:  # the database is gone: the summary still tells
-                log.warning("verify %s: run history not recorded: %s", account_name, describe(exc))
-        log.log(
-            logging.INFO if result.ok else logging.ERROR,
-            summary(result),
-            extra={
-                "event_kind": "verify_summary",
-                "served": result.served,
-                "stored": result.stored,
-                "missing": len(result.missing),
-                "different": len(result.different),
-                "extra": len(result.extra),
-                "repaired": result.repaired,
-                "rejected": result.rejected,
-                "requests": result.requests,
-                "retries": result.retries,
-            },
-        )
-        return result
+            _verify(engine, source, run_id, repair, result, result.figures, stats)
+        finally:
+            result.requests, result.retries = stats.requests, stats.retries
+            result.figures.requests, result.figures.retries = stats.requests, stats.retries
+    return result
 
 
 def _verify(

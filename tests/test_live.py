@@ -215,7 +215,7 @@ class _Collect(logging.Handler):
 def test_one_summary_line_with_context(engine: Engine) -> None:
     """A snapshot logs one INFO summary line carrying the account and the run id."""
     handler = _Collect()
-    logger = logging.getLogger("etl.live")
+    logger = logging.getLogger("etl.run")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)
@@ -225,7 +225,8 @@ def test_one_summary_line_with_context(engine: Engine) -> None:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    (line,) = [r for r in handler.records if getattr(r, "event_kind", None) == "live_summary"]
+    (line,) = [r for r in handler.records if getattr(r, "event_kind", None) == "run_summary"]
+    assert getattr(line, "job", None) == "live"
     assert line.levelno == logging.INFO
     assert (getattr(line, "account", None), getattr(line, "run_id", None)) == ("main", "run-42")
     assert f"{result.active} active" in line.getMessage()

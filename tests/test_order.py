@@ -228,7 +228,7 @@ def test_the_rereads_reach_the_metrics() -> None:
     """A run's disturbed windows and re-read requests are counted in the daemon's metrics."""
     from etl.db.state import RunFigures
     from etl.metrics import Metrics
-    from etl.sync import AccountResult
+    from etl.run import AccountResult
 
     metrics = Metrics()
     figures = RunFigures(windows=3, requests=40, disturbed=2, reread_requests=31)
@@ -241,10 +241,10 @@ def test_the_rereads_reach_the_metrics() -> None:
 def test_the_summary_line_tells_of_the_rereads() -> None:
     """The run's summary line says how many windows were re-read and at what cost."""
     from etl.db.state import RunFigures
-    from etl.sync import AccountResult, summary
+    from etl.run import AccountResult
 
-    quiet = summary(AccountResult("main", "sync", "ok", RunFigures(windows=3)))
+    quiet = AccountResult("main", "sync", "ok", RunFigures(windows=3)).summary()
     assert "re-read" not in quiet
     figures = RunFigures(windows=3, disturbed=2, reread_requests=31)
-    line = summary(AccountResult("main", "sync", "ok", figures))
+    line = AccountResult("main", "sync", "ok", figures).summary()
     assert "2 windows re-read in an order-proof way (31 extra requests" in line

@@ -202,7 +202,7 @@ def test_no_write_once_the_lock_session_is_gone(engine: Engine) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from etl.db.state import account_lock
+    from etl.db.state import AdvanceWatermark, account_lock
     from etl.pipeline import store_window
     from etl.windows import Window
 
@@ -214,8 +214,8 @@ def test_no_write_once_the_lock_session_is_gone(engine: Engine) -> None:
             other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         window = Window(local(START, "America/Costa_Rica") - timedelta(hours=2),
                         local(START, "America/Costa_Rica") - timedelta(hours=1))  # fmt: skip
+        complete = AdvanceWatermark(w.account_id, "2m", window.end)
         with pytest.raises(DBAPIError):
-            store_window(engine, w.source(), window, RunFigures(), lambda c, n: None,
-                         connection=locked)  # fmt: skip
+            store_window(engine, w.source(), window, RunFigures(), complete, connection=locked)
         with engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(cdrs)) == 0

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -71,6 +72,36 @@ def advance_watermark(
         },
     )
     conn.execute(statement)
+
+
+class Completion(Protocol):
+    """What completes a window, applied in the transaction of its last page."""
+
+    def apply(self, conn: Connection, fetched: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class AdvanceWatermark:
+    """A sync pass's window is complete: its pass's watermark moves to the window's end."""
+
+    account_id: int
+    pass_name: str
+    end: datetime
+
+    def apply(self, conn: Connection, fetched: int) -> None:
+        advance_watermark(conn, self.account_id, self.pass_name, self.end)
+
+
+@dataclass(frozen=True)
+class MarkWindowDone:
+    """A backfill's window is complete: it is marked done (a re-run skips it)."""
+
+    backfill_id: int
+    start: datetime
+    end: datetime
+
+    def apply(self, conn: Connection, fetched: int) -> None:
+        mark_window_done(conn, self.backfill_id, self.start, self.end, fetched)
 
 
 @dataclass
