@@ -2,10 +2,15 @@
 
     EtlError
     ├── ConfigError              bad settings or arguments: exit 2, never retried
-    ├── SourceError              the CallMyWay API
+    ├── SourceError              the CallMyWay API; `.kind` says how (KINDS)
     │   ├── TransientSourceError     timeout, reset, 5xx, 429 (.retry_after), truncated body
+    │   │   ├── TruncatedBody            the body stops before its data does
+    │   │   ├── UndecodableBody          neither data nor a recognisable message
+    │   │   └── PassingTrouble           a 200 that says the server is busy, an error page
     │   └── FatalSourceError         everything that a retry will not fix
+    │       ├── ErrorMessage             a 200 whose body is an error message
     │       └── AuthError            wrong credentials, in whatever form they come
+    │           └── CredentialsMessage   a 200 whose body refuses the credentials
     ├── RejectedRecord           one record that cannot be normalized: stored in rejects
     ├── LoadError                the database refused; raised from the driver error
     └── BackfillBusy             another backfill of the account is running: exit 1
@@ -13,7 +18,19 @@
     Stopped (not an EtlError)    the run was asked to stop; it ends cleanly
 
 Messages are built from fields kept on the exception, never from a URL: every request
-URL carries the account password in its query string.
+URL carries the account password in its query string. Third-party errors are translated
+once, at their boundary: httpx's in the client, the driver's in the loader.
+
+KINDS, the one vocabulary of failures (request stats, `runs`, metrics `kind` label):
+
+    transient   timeout, connect, disconnect, network, protocol, truncated, undecodable,
+                empty (an empty 200), 5xx, 429, error_200 (a 200 saying the server is busy)
+    fatal       4xx, redirect, request, unexpected, error_200 (an error message in a 200),
+                fatal (the server's order or paging cannot be trusted)
+    auth        the credentials were refused
+    database    the database refused or went away (LoadError, or a driver error)
+    busy        another backfill of the account runs
+    internal    a bug
 """
 
 from __future__ import annotations
@@ -28,9 +45,15 @@ class ConfigError(EtlError):
 
 
 class SourceError(EtlError):
-    """The API did not give a usable answer."""
+    """The API did not give a usable answer. `kind` says how, in the one vocabulary that
+    the request stats, the run history and the metrics share (see KINDS)."""
 
     kind = "source"
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
 
 
 class TransientSourceError(SourceError):
@@ -38,8 +61,10 @@ class TransientSourceError(SourceError):
 
     kind = "transient"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, kind: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, kind=kind)
         self.retry_after = retry_after
 
 
@@ -51,6 +76,39 @@ class FatalSourceError(SourceError):
 
 class AuthError(FatalSourceError):
     """The provider refused the credentials."""
+
+    kind = "auth"
+
+
+# What a 200 body that is not data stands for (raised by etl.api.decode).
+
+
+class TruncatedBody(TransientSourceError):
+    """The body stops before its data does (cut JSON, a short last CSV row, an open table)."""
+
+    kind = "truncated"
+
+
+class UndecodableBody(TransientSourceError):
+    """The body is neither data nor a recognisable message."""
+
+    kind = "undecodable"
+
+
+class PassingTrouble(TransientSourceError):
+    """A 200 whose body says the server is busy, or an HTML error page."""
+
+    kind = "error_200"
+
+
+class ErrorMessage(FatalSourceError):
+    """A 200 whose body is an error message that a retry will not change."""
+
+    kind = "error_200"
+
+
+class CredentialsMessage(AuthError):
+    """A 200 whose body refuses the credentials."""
 
     kind = "auth"
 

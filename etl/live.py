@@ -39,7 +39,7 @@ from sqlalchemy import Engine, delete, insert
 from etl.api.client import RequestStats
 from etl.db.models import LiveCall, LiveSample
 from etl.db.state import RunFigures
-from etl.normalize import Cdr, normalize
+from etl.normalize import Cdr, normalize_page
 from etl.pipeline import Source
 from etl.run import AccountRun
 
@@ -108,16 +108,9 @@ class LiveSnapshot:
 def classify(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> LiveSnapshot:
     """Pure: normalize, dedup by callid (last wins), and sort the legs into ringing,
     talking and just ended; records that do not normalize are counted in `rejected`."""
-    snapshot = LiveSnapshot()
-    latest: dict[str, Cdr] = {}
-    for record in records:
-        leg = normalize(record, tz)
-        if isinstance(leg, Cdr):
-            latest[leg.callid] = leg
-        else:
-            snapshot.rejected += 1
-    for callid in sorted(latest):
-        leg = latest[callid]
+    page = normalize_page(records, tz)
+    snapshot = LiveSnapshot(rejected=len(page.rejects))
+    for leg in page.legs:
         if leg.disconnect_time is not None:
             snapshot.ended += 1
         elif leg.connect_time is not None:

@@ -58,7 +58,7 @@ such record never fails a whole COPY; its Reject carries a storable copy of the 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from typing import Any, NamedTuple
@@ -66,12 +66,14 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from etl.records import MALFORMED_KEY
+
 __all__ = [
     "INT_FIELDS",
-    "MALFORMED_KEY",
     "TEXT_FIELDS",
     "TIME_FIELDS",
     "Cdr",
+    "NormalizedPage",
     "Reject",
     "content_hash",
     "is_no_value",
@@ -128,9 +130,6 @@ TEXT_FIELDS: tuple[str, ...] = (
 INT_FIELDS: tuple[str, ...] = ("duration", "ring_time")
 TIME_FIELDS: tuple[str, ...] = ("detect_time", "connect_time", "disconnect_time")
 
-MALFORMED_KEY = "_malformed"
-"""A decoder that cannot make a record of a row (a CSV row with too many cells, a JSON item
-that is not an object) hands on `{MALFORMED_KEY: reason, ...}`; it becomes a Reject."""
 
 _INT_MIN = -(2**31)  # PostgreSQL `integer`: a value outside would fail the whole COPY
 _INT_MAX = 2**31 - 1
@@ -416,6 +415,34 @@ def normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:
         return Reject(str(bad), _whole(raw), _callid_or_none(raw))
     except Exception as exc:  # the contract: a bad record never stops the run
         return Reject(f"cannot normalize: {type(exc).__name__}", _whole(raw), None)
+
+
+class NormalizedPage(NamedTuple):
+    """A page of raw records, normalized: one leg per callid (the last one served wins),
+    sorted by callid, and the records that did not normalize."""
+
+    legs: list[Cdr]
+    rejects: list[Reject]
+
+
+def normalize_page(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> NormalizedPage:
+    """Normalize every record of a page and dedup the legs by callid (pure; never raises).
+    Every job reads its pages through this one function."""
+    legs: list[Cdr] = []
+    rejects: list[Reject] = []
+    for record in records:
+        result = normalize(record, tz)
+        if isinstance(result, Cdr):
+            legs.append(result)
+        else:
+            rejects.append(result)
+    return NormalizedPage(dedup(legs), rejects)
+
+
+def dedup(legs: Iterable[Cdr]) -> list[Cdr]:
+    """One leg per callid, the last one read winning, sorted by callid."""
+    latest = {leg.callid: leg for leg in legs}
+    return [latest[key] for key in sorted(latest)]
 
 
 def _normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:

@@ -19,10 +19,10 @@ from sqlalchemy import Connection, Engine
 
 from etl.api.client import CdrApiClient, Credentials, RequestStats
 from etl.api.paging import walk_window
-from etl.db.load import load_page
+from etl.db.load import database_errors, load_page
 from etl.db.state import Completion, RunFigures
 from etl.errors import Stopped
-from etl.normalize import Cdr, Reject, normalize
+from etl.normalize import Cdr, Reject, normalize_page
 from etl.windows import Window
 
 log = logging.getLogger(__name__)
@@ -101,18 +101,6 @@ class Page(NamedTuple):
     received: datetime
 
 
-def split_page(records: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[Cdr], list[Reject]]:
-    good: list[Cdr] = []
-    bad: list[Reject] = []
-    for record in records:
-        result = normalize(record, tz)
-        if isinstance(result, Cdr):
-            good.append(result)
-        else:
-            bad.append(result)
-    return good, bad
-
-
 def store_window(
     engine: Engine,
     source: Source,
@@ -128,45 +116,58 @@ def store_window(
     last page. Any error leaves the window incomplete (and `completion` not applied).
 
     The pages are stored on `connection` when given (the one holding the account's lock),
-    else on connections of `engine`'s pool."""
+    else on connections of `engine`'s pool. One page is fetched ahead (a thread) while the
+    one before is stored: overlap, and memory flat in the window's size."""
     stats = RequestStats()
-
-    def pages() -> Iterator[Page]:
-        for records in walk_window(
-            source.client, source.creds, window.start, window.end, source.page_size, stats
-        ):
-            received = datetime.now(UTC)
-            good, bad = split_page(records, source.tz)
-            yield Page(good, bad, len(records), received)
-
-    def store(page: Page, last: bool) -> None:
-        with transaction(engine, connection) as conn:
-            counts = load_page(conn, source.account_id, page.good, page.bad, run_id, page.received)
-            if last:
-                completion.apply(conn, fetched)
-        figures.inserted += counts.inserted
-        figures.updated += counts.updated
-        figures.unchanged += counts.unchanged
-        figures.rejected += counts.rejected
-
-    fetched = 0
+    store = _PageStore(engine, connection, source.account_id, run_id, figures)
     held: Page | None = None
     try:
-        for page in ahead(pages, depth=1):  # one page fetched ahead: overlap, flat memory
+        for page in ahead(lambda: _pages(source, window, stats), depth=1):
             figures.pages += 1
-            fetched += page.fetched
             figures.fetched += page.fetched
             if held is not None:
-                store(held, last=False)
+                store(held)
             held = page
             if stop is not None and stop.is_set():
-                store(held, last=False)
+                store(held)
                 raise Stopped(f"stopped in window {window}")
-        store(held or Page([], [], 0, datetime.now(UTC)), last=True)
+        store(held or Page([], [], 0, datetime.now(UTC)), completion)
         figures.windows += 1
     finally:
-        figures.requests += stats.requests
-        figures.retries += stats.retries
-        figures.disturbed += stats.disturbed
-        figures.reread_requests += stats.reread_requests
-        figures.errors.update(stats.errors)
+        figures.add_requests(stats)
+
+
+def _pages(source: Source, window: Window, stats: RequestStats) -> Iterator[Page]:
+    """The window's pages, proven complete whatever the server's order, normalized."""
+    for records in walk_window(
+        source.client, source.creds, window.start, window.end, source.page_size, stats
+    ):
+        received = datetime.now(UTC)
+        page = normalize_page(records, source.tz)
+        yield Page(page.legs, page.rejects, len(records), received)
+
+
+class _PageStore:
+    """Stores pages, each in its own transaction; the last one with the completion."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        connection: Connection | None,
+        account_id: int,
+        run_id: str | None,
+        figures: RunFigures,
+    ) -> None:
+        self.engine, self.connection, self.account_id = engine, connection, account_id
+        self.run_id, self.figures = run_id, figures
+        self.fetched = 0  # records of the window so far
+
+    def __call__(self, page: Page, completion: Completion | None = None) -> None:
+        self.fetched += page.fetched
+        with database_errors(), transaction(self.engine, self.connection) as conn:
+            counts = load_page(
+                conn, self.account_id, page.good, page.bad, self.run_id, page.received
+            )
+            if completion is not None:
+                completion.apply(conn, self.fetched)
+        self.figures.add_counts(counts)

@@ -47,7 +47,7 @@ from etl.api.client import RequestStats
 from etl.db.load import load_page
 from etl.db.models import cdrs
 from etl.db.state import RunFigures, read_watermarks
-from etl.normalize import Cdr, Reject, normalize, to_utc
+from etl.normalize import Cdr, normalize_page, to_utc
 from etl.pipeline import Source
 from etl.run import AccountRun
 from etl.windows import wall_clock
@@ -202,14 +202,9 @@ def _verify(
     received = datetime.now(UTC)
     figures.pages = 1
     result.served = figures.fetched = len(records)
-    served: dict[str, Cdr] = {}
-    bad: list[Reject] = []
-    for record in records:
-        leg = normalize(record, source.tz)
-        if isinstance(leg, Cdr):
-            served[leg.callid] = leg
-        else:
-            bad.append(leg)
+    page = normalize_page(records, source.tz)
+    served = {leg.callid: leg for leg in page.legs}
+    bad = page.rejects
     result.rejected = figures.rejected = len(bad)
     served, result.pending = _due(engine, source, served)
     stored = _stored_in_scope(engine, source.account_id, served)

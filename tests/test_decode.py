@@ -13,17 +13,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.api.decode import (
+from etl.api.decode import decode
+from etl.errors import (
+    AuthError,
     CredentialsMessage,
     ErrorMessage,
+    FatalSourceError,
     PassingTrouble,
+    SourceError,
+    TransientSourceError,
     TruncatedBody,
     UndecodableBody,
-    decode,
-    fault_of,
 )
-from etl.errors import AuthError, FatalSourceError, SourceError, TransientSourceError
-from etl.normalize import MALFORMED_KEY, Cdr, normalize
+from etl.normalize import Cdr, normalize
+from etl.records import MALFORMED_KEY
 
 CR = ZoneInfo("America/Costa_Rica")
 
@@ -182,7 +185,7 @@ def test_truncated_json_is_transient(body: bytes) -> None:
     error = raises(body)
     assert isinstance(error, TruncatedBody)
     assert isinstance(error, TransientSourceError)
-    assert fault_of(error) == "truncated"
+    assert error.kind == "truncated"
 
 
 # --- plain text and HTML pages on a 200 -----------------------------------------------------------
@@ -225,7 +228,7 @@ def test_an_html_error_page_when_json_was_asked_is_transient() -> None:
     for fmt in ("json", "csv", "html"):
         error = raises(page, fmt, "text/html")
         assert isinstance(error, PassingTrouble)
-        assert fault_of(error) == "error_200"
+        assert error.kind == "error_200"
     assert isinstance(raises(b"<html><body>Something happened</body></html>"), PassingTrouble)
     assert isinstance(raises(b"<html><body>Please log in</body></html>"), AuthError)
 
@@ -388,7 +391,7 @@ def test_decode_raises_only_source_errors(body: bytes, fmt: str) -> None:
     except SourceError as error:
         failure = error
     if failure is not None:
-        assert fault_of(failure) in ("truncated", "undecodable", "error_200", "auth")
+        assert failure.kind in ("truncated", "undecodable", "error_200", "auth")
     assert all(isinstance(r, dict) for r in records)
 
 

@@ -18,8 +18,7 @@ from etl.config import AccountConfig
 from etl.db.accounts import upsert_accounts
 from etl.db.load import DATA_COLUMNS, LoadCounts, load_page
 from etl.db.models import cdrs, rejects
-from etl.normalize import Cdr, Reject, content_hash
-from etl.pipeline import split_page
+from etl.normalize import Cdr, Reject, content_hash, normalize_page
 from etl.simulator import Faults, SimAccount, Simulator
 
 TZ_NAME = "America/Costa_Rica"
@@ -171,7 +170,7 @@ def test_fast_path_stores_what_the_simple_path_stores(engine: Engine) -> None:
 
     totals = {"fast": LoadCounts(), "simple": LoadCounts()}
     for records in reads:
-        good, bad = split_page(records, tz)
+        good, bad = normalize_page(records, tz)
         with engine.begin() as conn:
             fast = load_page(conn, ids["fast"], good, bad)
         with engine.begin() as conn:

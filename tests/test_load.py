@@ -12,9 +12,9 @@ from sqlalchemy import Engine, func, select
 
 from etl.config import AccountConfig
 from etl.db.accounts import upsert_accounts
-from etl.db.load import dedup, load_page
+from etl.db.load import load_page
 from etl.db.models import cdrs, rejects
-from etl.normalize import Cdr, Reject, normalize
+from etl.normalize import Cdr, Reject, dedup, normalize
 
 TZ = ZoneInfo("America/Costa_Rica")
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from etl import normalize as nz
 from etl.normalize import (
     INT_FIELDS,
-    MALFORMED_KEY,
     TEXT_FIELDS,
     TIME_FIELDS,
     Cdr,
@@ -22,6 +21,7 @@ from etl.normalize import (
     normalize,
     to_utc,
 )
+from etl.records import MALFORMED_KEY
 
 CR = ZoneInfo("America/Costa_Rica")
 NY = ZoneInfo("America/New_York")

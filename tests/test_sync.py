@@ -200,9 +200,9 @@ def test_no_write_once_the_lock_session_is_gone(engine: Engine) -> None:
     """The sync writes on the session that holds its lock: when that session dies (and the
     lock with it), the next page fails instead of writing unlocked."""
     from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
 
     from etl.db.state import AdvanceWatermark, account_lock
+    from etl.errors import LoadError
     from etl.pipeline import store_window
     from etl.windows import Window
 
@@ -215,7 +215,7 @@ def test_no_write_once_the_lock_session_is_gone(engine: Engine) -> None:
         window = Window(local(START, "America/Costa_Rica") - timedelta(hours=2),
                         local(START, "America/Costa_Rica") - timedelta(hours=1))  # fmt: skip
         complete = AdvanceWatermark(w.account_id, "2m", window.end)
-        with pytest.raises(DBAPIError):
+        with pytest.raises(LoadError):
             store_window(engine, w.source(), window, RunFigures(), complete, connection=locked)
         with engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(cdrs)) == 0

@@ -45,12 +45,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, Self
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from etl.api.decode import BodyFormat, decode, fault_of
+from etl.api.decode import BodyFormat, decode
 from etl.api.retry import RetryPolicy, parse_retry_after
 from etl.errors import (
     AuthError,
@@ -142,11 +142,6 @@ class _Call:
         where = f" window {self.window}" if self.window != "-" else ""
         offset = f" ini={self.ini}" if self.ini is not None else ""
         return f"account {self.username} {self.mode}{where}{offset}"
-
-
-class _Failure(NamedTuple):
-    kind: str
-    error: SourceError
 
 
 class _PasswordTransport(httpx.BaseTransport):
@@ -346,12 +341,12 @@ class CdrApiClient:
 
         def attempt() -> list[dict[str, Any]]:
             counters.add_request()
-            outcome = self._attempt(creds, params, call, timeout)
-            if isinstance(outcome, list):
-                return outcome
-            counters.add_error(outcome.kind)
-            kinds.append(outcome.kind)
-            raise outcome.error
+            try:
+                return self._attempt(creds, params, call, timeout)
+            except SourceError as error:
+                counters.add_error(error.kind)
+                kinds.append(error.kind)
+                raise
 
         def wait(state: RetryCallState) -> float:
             return policy.wait(state.attempt_number, _retry_after(state))
@@ -390,8 +385,8 @@ class CdrApiClient:
 
     def _attempt(
         self, creds: Credentials, params: dict[str, str], call: _Call, timeout: float
-    ) -> list[dict[str, Any]] | _Failure:
-        """One HTTP exchange: the records, or the failure it was (never raised here)."""
+    ) -> list[dict[str, Any]]:
+        """One HTTP exchange: the records, or the SourceError (with its kind) it was."""
         try:
             response = self._http.get(
                 self._url,
@@ -400,57 +395,49 @@ class CdrApiClient:
                 extensions={_PASSWORD_EXTENSION: creds.password},
             )
         except httpx.HTTPError as error:
-            return _transport_failure(error, call, timeout)
+            failure = _transport_failure(error, call, timeout)
         except Exception as error:  # the boundary: nothing foreign (nor its URL) passes it
-            return _Failure(
-                "unexpected",
-                FatalSourceError(f"{call}: unexpected {type(error).__name__} from the transport"),
+            failure = FatalSourceError(
+                f"{call}: unexpected {type(error).__name__} from the transport", kind="unexpected"
             )
-        return self._answer(response, creds, call)
+        else:
+            return self._answer(response, creds, call)
+        raise failure  # outside the handler: the foreign error is not chained to ours
 
     def _answer(
         self, response: httpx.Response, creds: Credentials, call: _Call
-    ) -> list[dict[str, Any]] | _Failure:
+    ) -> list[dict[str, Any]]:
         status = response.status_code
         if 200 <= status < 300:
             return self._body(response, creds, call)
         retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
         if status == 429:
-            return _Failure(
-                "429",
-                TransientSourceError(
-                    _status_text(call, status, retry_after), retry_after=retry_after
-                ),
+            raise TransientSourceError(
+                _status_text(call, status, retry_after), retry_after=retry_after, kind="429"
             )
         if status >= 500:
-            return _Failure(
-                "5xx",
-                TransientSourceError(
-                    _status_text(call, status, retry_after), retry_after=retry_after
-                ),
+            raise TransientSourceError(
+                _status_text(call, status, retry_after), retry_after=retry_after, kind="5xx"
             )
         if status == 408:
-            return _Failure("timeout", TransientSourceError(_status_text(call, status, None)))
+            raise TransientSourceError(_status_text(call, status, None), kind="timeout")
         if status in (401, 403):
-            return _Failure("auth", AuthError(f"{call}: credentials refused (HTTP {status})"))
+            raise AuthError(f"{call}: credentials refused (HTTP {status})", kind="auth")
         if 300 <= status < 400:
-            return _Failure(
-                "redirect",
-                FatalSourceError(
-                    f"{call}: redirected (HTTP {status}); set api.url to the final address"
-                ),
+            raise FatalSourceError(
+                f"{call}: redirected (HTTP {status}); set api.url to the final address",
+                kind="redirect",
             )
-        return _Failure("4xx", FatalSourceError(f"{call}: request refused (HTTP {status})"))
+        raise FatalSourceError(f"{call}: request refused (HTTP {status})", kind="4xx")
 
     def _body(
         self, response: httpx.Response, creds: Credentials, call: _Call
-    ) -> list[dict[str, Any]] | _Failure:
+    ) -> list[dict[str, Any]]:
         body = response.content
         if not body.strip().removeprefix(_BOM).strip():
             if not _framed(response):
-                return _Failure(
-                    "truncated",
-                    TransientSourceError(f"{call}: empty body without a length (maybe cut short)"),
+                raise TransientSourceError(
+                    f"{call}: empty body without a length (maybe cut short)", kind="truncated"
                 )
             if not self._empty_is_no_rows:
                 # An empty window answers `[]` (or an empty table); a bare empty body is
@@ -458,14 +445,14 @@ class CdrApiClient:
                 # would end a window early. Retried, then the run fails; a provider that
                 # answers empty windows this way is configured with
                 # api.empty_body_is_no_data = true.
-                return _Failure(
-                    "empty",
-                    TransientSourceError(f"{call}: empty body on HTTP {response.status_code}"),
+                raise TransientSourceError(
+                    f"{call}: empty body on HTTP {response.status_code}", kind="empty"
                 )
         try:
             return decode(body, response.headers.get("content-type"), self._fmt)
         except SourceError as error:
-            return _Failure(fault_of(error), _retold(error, call, creds.password))
+            failure = _retold(error, call, creds.password)
+        raise failure  # outside the handler: the unredacted error is not chained
 
 
 def _framed(response: httpx.Response) -> bool:
@@ -479,8 +466,8 @@ def _retold(error: SourceError, call: _Call, password: str) -> SourceError:
     """The same kind of error, its message prefixed with the call and redacted."""
     message = f"{call}: {redact(str(error), [password])}"
     if isinstance(error, TransientSourceError):
-        return type(error)(message, retry_after=error.retry_after)
-    return type(error)(message)
+        return type(error)(message, kind=error.kind, retry_after=error.retry_after)
+    return type(error)(message, kind=error.kind)
 
 
 def _status_text(call: _Call, status: int, retry_after: float | None) -> str:
@@ -488,13 +475,14 @@ def _status_text(call: _Call, status: int, retry_after: float | None) -> str:
     return f"{call}: HTTP {status}{hint}"
 
 
-def _transport_failure(error: httpx.HTTPError, call: _Call, timeout: float) -> _Failure:
-    """Classify an httpx error by its type only: its message may hold the URL."""
+def _transport_failure(error: httpx.HTTPError, call: _Call, timeout: float) -> SourceError:
+    """The SourceError an httpx error stands for, classified by its type only (its message
+    may hold the URL): translated here, once, at the boundary."""
     name = type(error).__name__
     if isinstance(error, httpx.TimeoutException):
-        return _Failure("timeout", TransientSourceError(f"{call}: {name} after {timeout:g}s"))
+        return TransientSourceError(f"{call}: {name} after {timeout:g}s", kind="timeout")
     if isinstance(error, httpx.ConnectError | httpx.ProxyError):
-        return _Failure("connect", TransientSourceError(f"{call}: cannot connect ({name})"))
+        return TransientSourceError(f"{call}: cannot connect ({name})", kind="connect")
     if isinstance(error, httpx.RemoteProtocolError):
         detail = str(error)  # read to classify, never repeated: it is httpcore's, not ours
         if "message body" in detail:
@@ -503,16 +491,16 @@ def _transport_failure(error: httpx.HTTPError, call: _Call, timeout: float) -> _
             kind, what = "disconnect", "connection dropped before an answer"
         else:
             kind, what = "protocol", "broken HTTP answer"
-        return _Failure(kind, TransientSourceError(f"{call}: {what} ({name})"))
+        return TransientSourceError(f"{call}: {what} ({name})", kind=kind)
     if isinstance(error, httpx.NetworkError):
-        return _Failure("network", TransientSourceError(f"{call}: network error ({name})"))
+        return TransientSourceError(f"{call}: network error ({name})", kind="network")
     if isinstance(error, httpx.DecodingError):
-        return _Failure("undecodable", TransientSourceError(f"{call}: undecodable body ({name})"))
+        return TransientSourceError(f"{call}: undecodable body ({name})", kind="undecodable")
     if isinstance(error, httpx.TransportError) and not isinstance(
         error, httpx.UnsupportedProtocol | httpx.LocalProtocolError
     ):
-        return _Failure("network", TransientSourceError(f"{call}: transport error ({name})"))
-    return _Failure("request", FatalSourceError(f"{call}: request failed ({name})"))
+        return TransientSourceError(f"{call}: transport error ({name})", kind="network")
+    return FatalSourceError(f"{call}: request failed ({name})", kind="request")
 
 
 def _retry_after(state: RetryCallState) -> float | None:

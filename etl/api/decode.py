@@ -45,8 +45,8 @@ An empty (or whitespace-only) body decodes to no rows. Whether an empty body may
 trusted is the transport's question, answered by the client: only a body whose framing
 (Content-Length or chunked encoding) proved it complete.
 
-Each error carries `fault`, the kind counted in the request stats: "truncated",
-"undecodable", "error_200" or "auth". Messages quote at most 200 characters of the body;
+Each error carries its `kind` (etl/errors.py): "truncated", "undecodable", "error_200"
+or "auth". Messages quote at most 200 characters of the body;
 the client redacts them before they leave it.
 """
 
@@ -62,58 +62,19 @@ from typing import Any, Literal
 
 import orjson
 
-from etl.errors import AuthError, FatalSourceError, SourceError, TransientSourceError
-from etl.normalize import MALFORMED_KEY
+from etl.errors import (
+    CredentialsMessage,
+    ErrorMessage,
+    PassingTrouble,
+    SourceError,
+    TruncatedBody,
+    UndecodableBody,
+)
+from etl.records import MALFORMED_KEY
 
-__all__ = [
-    "BodyFormat",
-    "CredentialsMessage",
-    "ErrorMessage",
-    "PassingTrouble",
-    "TruncatedBody",
-    "UndecodableBody",
-    "classify_message",
-    "decode",
-    "fault_of",
-]
+__all__ = ["BodyFormat", "classify_message", "decode"]
 
 BodyFormat = Literal["json", "csv", "html"]
-
-
-class TruncatedBody(TransientSourceError):
-    """The body stops before its data does (cut JSON, a short last CSV row, an open table)."""
-
-    fault = "truncated"
-
-
-class UndecodableBody(TransientSourceError):
-    """The body is neither data nor a recognisable message."""
-
-    fault = "undecodable"
-
-
-class PassingTrouble(TransientSourceError):
-    """A 200 whose body says the server is busy, or an HTML error page."""
-
-    fault = "error_200"
-
-
-class ErrorMessage(FatalSourceError):
-    """A 200 whose body is an error message that a retry will not change."""
-
-    fault = "error_200"
-
-
-class CredentialsMessage(AuthError):
-    """A 200 whose body refuses the credentials."""
-
-    fault = "auth"
-
-
-def fault_of(error: SourceError) -> str:
-    """The stats kind of a decode error (its `fault`), else its class kind."""
-    fault = getattr(error, "fault", None)
-    return fault if isinstance(fault, str) else error.kind
 
 
 _ENVELOPE_KEYS = ("cdrs", "data", "records")

@@ -20,7 +20,8 @@ beside the daemon) take row locks in the same order and do not deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,11 +46,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
 from etl.db.models import cdrs, rejects
-from etl.normalize import Cdr, Reject, content_hash
+from etl.errors import LoadError
+from etl.normalize import Cdr, Reject, content_hash, dedup
 
 # The columns a load writes, in COPY order: account_id, then the Cdr fields.
 LOAD_COLUMNS: tuple[str, ...] = ("account_id", *Cdr._fields, "fetched_at")
@@ -76,12 +79,6 @@ class LoadCounts:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.rejected += other.rejected
-
-
-def dedup(rows: Iterable[Cdr]) -> list[Cdr]:
-    """One row per callid, the last one read winning, sorted by callid."""
-    latest = {row.callid: row for row in rows}
-    return [latest[key] for key in sorted(latest)]
 
 
 def _count_statement() -> Select[tuple[int, int]]:
@@ -130,6 +127,17 @@ _EXISTING = (
 )
 _COPY_TYPES = [_copy_type(staging.c[name].type) for name in LOAD_COLUMNS]
 _JSONB_WIRE = b"\x01"  # jsonb binary format version
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The boundary of the driver: a database error becomes a LoadError (kind "database")
+    carrying the driver's first line."""
+    try:
+        yield
+    except DBAPIError as exc:
+        lines = str(exc.orig or exc).strip().splitlines()
+        raise LoadError(lines[0] if lines else type(exc).__name__) from exc
 
 
 def load_page(

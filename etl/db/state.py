@@ -7,12 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from etl.db.models import backfill_windows, backfills, runs, watermarks
+
+if TYPE_CHECKING:
+    from etl.api.client import RequestStats
+    from etl.db.load import LoadCounts
 
 # The first key of every advisory lock cdr-etl takes; the second is the account id.
 LOCK_KEYS = {"sync": 7_000_001, "backfill": 7_000_002, "live": 7_000_003, "verify": 7_000_004}
@@ -124,6 +128,21 @@ class RunFigures:
     def add(self, other: RunFigures) -> None:
         for item in fields(self):
             setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
+    def add_requests(self, stats: RequestStats) -> None:
+        """What a window's requests cost (the client's counters)."""
+        self.requests += stats.requests
+        self.retries += stats.retries
+        self.disturbed += stats.disturbed
+        self.reread_requests += stats.reread_requests
+        self.errors.update(stats.errors)
+
+    def add_counts(self, counts: LoadCounts) -> None:
+        """What the load did with a page."""
+        self.inserted += counts.inserted
+        self.updated += counts.updated
+        self.unchanged += counts.unchanged
+        self.rejected += counts.rejected
 
     def counts(self) -> dict[str, int]:
         """The figures the run history keeps."""
