@@ -66,6 +66,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from etl.errors import RejectedRecord
 from etl.records import MALFORMED_KEY
 
 __all__ = [
@@ -301,10 +302,6 @@ def _hour_offset(tz: ZoneInfo, local: datetime) -> timedelta | None:
     return offsets.pop() if len(offsets) == 1 else None
 
 
-class _Bad(Exception):
-    """Internal: a field cannot be typed; the message is the reject reason."""
-
-
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -341,7 +338,7 @@ def _time_of_text(text: str, name: str, tz: ZoneInfo) -> datetime:
         try:  # the wall-clock reading, labelled UTC for now; corrected by the offset below
             wall = datetime.fromisoformat(text + "+00:00")
         except ValueError:
-            raise _Bad(f"{name}: not a valid time: {_show(text)}") from None
+            raise RejectedRecord(f"{name}: not a valid time: {_show(text)}") from None
         hours = _HOUR_OFFSETS.get(tz)
         if hours is None or len(hours) > 100_000:
             hours = _HOUR_OFFSETS[tz] = {}
@@ -355,14 +352,14 @@ def _time_of_text(text: str, name: str, tz: ZoneInfo) -> datetime:
                 return to_utc(wall.replace(tzinfo=None), tz)
             return wall - offset
         except OverflowError:
-            raise _Bad(f"{name}: not a valid time: {_show(text)}") from None
+            raise RejectedRecord(f"{name}: not a valid time: {_show(text)}") from None
     return _time_slow(text, name, tz)
 
 
 def _time_slow(text: Any, name: str, tz: ZoneInfo) -> datetime:
     match = _TIME_TEXT.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise _Bad(f"{name}: not a time: {_show(text)}")
+        raise RejectedRecord(f"{name}: not a time: {_show(text)}")
     base, fraction, offset = match.groups()
     if fraction:
         base += fraction[:7]  # datetime keeps microseconds: drop the digits beyond
@@ -371,7 +368,7 @@ def _time_slow(text: Any, name: str, tz: ZoneInfo) -> datetime:
     try:
         return to_utc(datetime.fromisoformat(base), tz)
     except (ValueError, OverflowError):
-        raise _Bad(f"{name}: not a valid time: {_show(text)}") from None
+        raise RejectedRecord(f"{name}: not a valid time: {_show(text)}") from None
 
 
 # --- integers ------------------------------------------------------------------------
@@ -388,19 +385,19 @@ def _int(value: Any, name: str) -> int | None:
             return None
         match = _INT_TEXT.fullmatch(value)
         if match is None:
-            raise _Bad(f"{name}: not an integer: {_show(value)}")
+            raise RejectedRecord(f"{name}: not an integer: {_show(value)}")
         digits = match.group(1)
         if len(digits) > 12:
-            raise _Bad(f"{name}: out of range: {_show(value)}")
+            raise RejectedRecord(f"{name}: out of range: {_show(value)}")
         number = int(digits)
     elif (isinstance(value, float) and value.is_integer()) or (
         isinstance(value, int) and not isinstance(value, bool)
     ):
         number = int(value)
     else:
-        raise _Bad(f"{name}: not an integer: {_show(value)}")
+        raise RejectedRecord(f"{name}: not an integer: {_show(value)}")
     if not _INT_MIN <= number <= _INT_MAX:
-        raise _Bad(f"{name}: out of range: {_show(value)}")
+        raise RejectedRecord(f"{name}: out of range: {_show(value)}")
     return number
 
 
@@ -411,8 +408,8 @@ def normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:
     """Type one raw record; never raises (a Reject carries the reason instead)."""
     try:
         return _normalize(raw, tz)
-    except _Bad as bad:
-        return Reject(str(bad), _whole(raw), _callid_or_none(raw))
+    except RejectedRecord as bad:
+        return Reject(bad.reason, _whole(raw), _callid_or_none(raw))
     except Exception as exc:  # the contract: a bad record never stops the run
         return Reject(f"cannot normalize: {type(exc).__name__}", _whole(raw), None)
 
@@ -465,39 +462,13 @@ def _normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:
     texts = list(map(get, TEXT_FIELDS))
     if blob.find(b"{", 1) >= 0 or b"[" in blob:  # maybe a nested value: make it JSON text
         texts = [_text_of(text) for text in texts]
-    orig, ref, typ, ani, dnis, ani_user, dnis_user, name_ani, name_dnis, route, reason = texts
-    duration = record.get("duration")
-    if type(duration) is str and duration.isdigit() and duration.isascii() and len(duration) < 10:
-        duration = int(duration)  # the usual case, inline: plain digits
-    elif type(duration) is not int or not _INT_MIN <= duration <= _INT_MAX:
-        duration = _int(duration, "duration")
-    ring_time = record.get("ring_time")
-    if (
-        type(ring_time) is str
-        and ring_time.isascii()
-        and len(ring_time) < 10
-        and (ring_time.isdigit() or (ring_time[:1] == "-" and ring_time[1:].isdigit()))
-    ):
-        ring_time = int(ring_time)  # the usual case, inline: plain digits, maybe negative
-    elif type(ring_time) is not int or not _INT_MIN <= ring_time <= _INT_MAX:
-        ring_time = _int(ring_time, "ring_time")
     return _new_cdr(  # == Cdr(...), without the Python-level __new__ frame (hot path)
         Cdr,
         (
             callid,
-            orig,
-            ref,
-            typ,
-            ani,
-            dnis,
-            ani_user,
-            dnis_user,
-            name_ani,
-            name_dnis,
-            route,
-            reason,
-            duration,
-            ring_time,
+            *texts,
+            _integer(record.get("duration"), "duration"),
+            _integer(record.get("ring_time"), "ring_time"),
             _time(get("detect_time"), "detect_time", tz),
             _time(get("connect_time"), "connect_time", tz),
             _time(get("disconnect_time"), "disconnect_time", tz),
@@ -505,6 +476,21 @@ def _normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:
             _hash_hex(blob),
         ),
     )
+
+
+def _integer(value: Any, name: str) -> int | None:
+    """An integer field: plain digits (maybe negative), the usual case, the quick way;
+    anything else through `_int`."""
+    if type(value) is str:
+        if (
+            value.isascii()
+            and len(value) < 10
+            and (value.isdigit() or (value[:1] == "-" and value[1:].isdigit()))
+        ):
+            return int(value)
+    elif type(value) is int and _INT_MIN <= value <= _INT_MAX:
+        return value
+    return _int(value, name)
 
 
 _new_cdr = tuple.__new__

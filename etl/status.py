@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, text
 
 from etl.config import Settings, format_duration
-from etl.db.models import accounts, cdrs, rejects, runs
-from etl.db.state import read_watermarks
 
 
 @dataclass
@@ -35,64 +32,48 @@ class AccountStatus:
     failed_runs_24h: int = 0
 
 
-def account_status(
-    engine: Engine, settings: Settings, now: datetime | None = None
-) -> list[AccountStatus]:
-    now = now or datetime.now(UTC)
-    configured = {f"{format_duration(d)}" for d in settings.sync.passes}
-    result: list[AccountStatus] = []
+_HEALTH = text(
+    """
+    SELECT h.account_id, h.account_name, a.username, h.timezone, h.watermarks,
+           h.last_success_at, h.rows_stored, h.rejects, h.failed_runs_24h
+    FROM v_sync_health h JOIN accounts a ON a.id = h.account_id
+    ORDER BY h.account_name
+    """
+)
+_LAST_RUNS = text(
+    """
+    SELECT last.*
+    FROM accounts a
+    CROSS JOIN LATERAL (
+        SELECT * FROM runs WHERE runs.account_id = a.id
+        ORDER BY started_at DESC, id DESC LIMIT 1
+    ) last
+    """
+)
+
+
+def account_status(engine: Engine, settings: Settings) -> list[AccountStatus]:
+    """Each account as `v_sync_health` tells it (the view BI reads too), with the figures
+    of its last run; passes configured but not started yet are shown as such."""
+    configured = {format_duration(d) for d in settings.sync.passes}
     with engine.connect() as conn:
-        for account in conn.execute(select(accounts).order_by(accounts.c.name)).mappings():
-            status = AccountStatus(account["name"], account["username"], account["timezone"])
-            local_now = now.astimezone(ZoneInfo(account["timezone"])).replace(tzinfo=None)
-            marks = read_watermarks(conn, account["id"])
-            for name in sorted(configured | set(marks), key=_delay_order):
-                position = marks.get(name)
-                lag = local_now - position if position else None
-                status.passes.append(PassState(name, position, lag))
-            status.rows = (
-                conn.scalar(
-                    select(func.count()).select_from(cdrs).where(cdrs.c.account_id == account["id"])
-                )
-                or 0
-            )
-            status.rejects = (
-                conn.scalar(
-                    select(func.count())
-                    .select_from(rejects)
-                    .where(rejects.c.account_id == account["id"])
-                )
-                or 0
-            )
-            last = (
-                conn.execute(
-                    select(runs)
-                    .where(runs.c.account_id == account["id"])
-                    .order_by(runs.c.started_at.desc(), runs.c.id.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
-            status.last_run = dict(last) if last else None
-            status.last_success = conn.scalar(
-                select(func.max(runs.c.finished_at)).where(
-                    runs.c.account_id == account["id"], runs.c.status == "ok"
-                )
-            )
-            status.failed_runs_24h = (
-                conn.scalar(
-                    select(func.count())
-                    .select_from(runs)
-                    .where(
-                        runs.c.account_id == account["id"],
-                        runs.c.status == "failed",
-                        runs.c.started_at > now - timedelta(hours=24),
-                    )
-                )
-                or 0
-            )
-            result.append(status)
+        health = conn.execute(_HEALTH).mappings().all()
+        last_runs = {row["account_id"]: dict(row) for row in conn.execute(_LAST_RUNS).mappings()}
+    result: list[AccountStatus] = []
+    for row in health:
+        marks = row["watermarks"] or {}
+        status = AccountStatus(
+            row["account_name"], row["username"], row["timezone"],
+            rows=row["rows_stored"] or 0, rejects=row["rejects"],
+            last_run=last_runs.get(row["account_id"]), last_success=row["last_success_at"],
+            failed_runs_24h=row["failed_runs_24h"],
+        )  # fmt: skip
+        for name in sorted(configured | set(marks), key=_delay_order):
+            mark = marks.get(name)
+            position = datetime.fromisoformat(mark["position"]) if mark else None
+            lag = timedelta(seconds=mark["lag_seconds"]) if mark else None
+            status.passes.append(PassState(name, position, lag))
+        result.append(status)
     return result
 
 

@@ -357,24 +357,10 @@ class CdrApiClient:
 
         def before_sleep(state: RetryCallState) -> None:
             counters.add_retry()
-            log.warning(
-                "API request failed, retrying: account=%s mode=%s window=%s ini=%s "
-                "attempt=%d/%d kind=%s wait=%.2fs",
-                call.username,
-                call.mode,
-                call.window,
-                "-" if call.ini is None else call.ini,
-                state.attempt_number,
-                policy.max_attempts,
-                kinds[-1] if kinds else "?",
-                state.upcoming_sleep,
-            )
-
-        def sleep(seconds: float) -> None:
-            self._sleep(seconds)
+            _log_retry(call, state, policy.max_attempts, kinds[-1] if kinds else "?")
 
         retrying = Retrying(
-            sleep=sleep,
+            sleep=self._pause,
             retry=retry_if_exception_type(TransientSourceError),
             wait=wait,
             stop=stop,
@@ -382,6 +368,9 @@ class CdrApiClient:
             reraise=True,
         )
         return retrying(attempt)
+
+    def _pause(self, seconds: float) -> None:
+        self._sleep(seconds)
 
     def _attempt(
         self, creds: Credentials, params: dict[str, str], call: _Call, timeout: float
@@ -501,6 +490,21 @@ def _transport_failure(error: httpx.HTTPError, call: _Call, timeout: float) -> S
     ):
         return TransientSourceError(f"{call}: transport error ({name})", kind="network")
     return FatalSourceError(f"{call}: request failed ({name})", kind="request")
+
+
+def _log_retry(call: _Call, state: RetryCallState, max_attempts: int, kind: str) -> None:
+    log.warning(
+        "API request failed, retrying: account=%s mode=%s window=%s ini=%s "
+        "attempt=%d/%d kind=%s wait=%.2fs",
+        call.username,
+        call.mode,
+        call.window,
+        "-" if call.ini is None else call.ini,
+        state.attempt_number,
+        max_attempts,
+        kind,
+        state.upcoming_sleep,
+    )
 
 
 def _retry_after(state: RetryCallState) -> float | None:

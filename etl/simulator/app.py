@@ -192,10 +192,10 @@ class Simulator:
         elif params.get("recent") == "1":
             mode, rows = "recent", store.recent(now)
         else:
-            try:
-                mode, rows = "date", self._by_date(entry[0], store, params, now)
-            except _BadRequest as exc:
-                return _error(str(exc), fmt)
+            answer = self._by_date(entry[0], store, params, now)
+            if isinstance(answer, str):  # a request the real server answers with an error
+                return _error(answer, fmt)
+            mode, rows = "date", answer
         with self._stats_lock:
             self._stats.modes[mode] = self._stats.modes.get(mode, 0) + 1
             self._stats.rows += len(rows)
@@ -204,11 +204,15 @@ class Simulator:
 
     def _by_date(
         self, account: SimAccount, store: AccountStore, params: Mapping[str, str], now: float
-    ) -> list[bytes]:
+    ) -> list[bytes] | str:
+        """The rows of a by-date request, or the error message it gets."""
         lo, hi = params.get("dateStart", ""), params.get("dateEnd", "")
         if not (_valid_date(lo) and _valid_date(hi)):
-            raise _BadRequest("Invalid date format, expected yyyy-mm-dd HH:ii:ss")
-        ini, cant = _paging(params.get("ini"), params.get("cant"))
+            return "Invalid date format, expected yyyy-mm-dd HH:ii:ss"
+        paging = _paging(params.get("ini"), params.get("cant"))
+        if paging is None:
+            return "Invalid ini or cant"
+        ini, cant = paging
         cap = self.faults.page_cap
         if cap is not None:
             cant = cap if cant is None else min(cant, cap)
@@ -303,12 +307,8 @@ def _valid_date(text: str) -> bool:
     return True
 
 
-class _BadRequest(Exception):
-    """A request the real server answers with an error message."""
-
-
-def _paging(ini: str | None, cant: str | None) -> tuple[int, int | None]:
-    """(offset, limit or None: all) from the raw parameters."""
+def _paging(ini: str | None, cant: str | None) -> tuple[int, int | None] | None:
+    """(offset, limit or None: all) from the raw parameters; None when they are bad."""
     values: list[int | None] = []
     for text in (ini, cant):
         if text is None or text == "":
@@ -316,7 +316,7 @@ def _paging(ini: str | None, cant: str | None) -> tuple[int, int | None]:
         elif text.isdigit():
             values.append(int(text))
         else:
-            raise _BadRequest("Invalid ini or cant")
+            return None
     return values[0] or 0, values[1]
 
 
