@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -222,47 +222,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _client(app: App, sleep: Callable[[float], object] | None = None) -> CdrApiClient:
-    from etl.api.client import CdrApiClient, RetryPolicy
+    from etl.wiring import api_client
 
-    api = app.settings.api
-    extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
-    return CdrApiClient(
-        api.url,
-        timeout=api.timeout.total_seconds(),
-        fmt=api.format,
-        retry=RetryPolicy(
-            max_attempts=api.max_attempts, max_total=api.max_retry_time.total_seconds()
-        ),
-        allow_http=api.allow_http,
-        recent_timeout=api.recent_timeout.total_seconds(),
-        empty_body_is_no_rows=api.empty_body_is_no_data,
-        **extra,
-    )
+    return api_client(app.settings.api, sleep=sleep)
 
 
 def _sources(
     app: App, client: CdrApiClient, names: tuple[str, ...]
 ) -> list[tuple[AccountConfig, Source]]:
-    from etl.api.client import Credentials
-    from etl.pipeline import Source
+    from etl.wiring import sources
 
     chosen = app.settings.select_accounts(names)
-    passwords = {account.name: account.password() for account in chosen}  # fail before work
+    for account in chosen:
+        account.password()  # a missing secret fails before the database is touched
     _require_schema(app)
-    ids = app.sync_accounts()
-    return [
-        (
-            account,
-            Source(
-                client,
-                Credentials(account.username, passwords[account.name]),
-                ids[account.name],
-                account.tz,
-                app.settings.api.page_size,
-            ),
-        )
-        for account in chosen
-    ]
+    return sources(client, chosen, app.sync_accounts(), app.settings.api.page_size)
 
 
 def _run_id() -> str:
@@ -437,39 +411,45 @@ def _progress(disabled: bool) -> Iterator[Progress | None]:
 @click.option("--days", type=float, default=30.0, show_default=True,
               help="Days of history before now.")  # fmt: skip
 @click.option("--calls-per-hour", type=float, default=60.0, show_default=True)
+@click.option("--timezone", default="America/Costa_Rica", show_default=True,
+              help="The simulated provider's clock.")  # fmt: skip
 @click.option(
     "--order", type=click.Choice(["sorted", "shuffled_ties", "unordered"]), default="sorted",
     show_default=True,
     help="Order of by-date rows: sorted; rows sharing a second reshuffled on every request; "
     "or every request in a fresh random order (no ORDER BY).",
 )  # fmt: skip
-def simulate(
-    port: int,
-    host: str,
-    seed: int,
-    faults: str,
-    days: float,
-    calls_per_hour: float,
-    order: Literal["sorted", "shuffled_ties", "unordered"],
-) -> None:
+@click.option("--envelope", type=click.Choice(["bare", "cdrs", "data"]), default="bare",
+              show_default=True, help="JSON answers: a bare array, or under that key.")  # fmt: skip
+def simulate(**options: Any) -> None:
     """Serve the bundled simulator of getCdrs.php until Ctrl-C or SIGTERM.
 
     It serves every mode (by date, live=1, recent=1) and format (json, csv, html) of the
     API for the demo account: username 8569841, password 01234567891, zone
-    America/Costa_Rica, with realistic generated CDRs that keep coming as time passes.
+    America/Costa_Rica (or --timezone), with realistic generated CDRs that keep coming as
+    time passes. (`python -m etl.simulator` is the same command.)
     """
-    from etl.simulator import Faults, SimulatorServer, serve
+    from etl.simulator import Faults, SimAccount, SimulatorServer, serve
 
     try:
-        spec = Faults.parse(faults) if faults else None
+        faults = Faults.parse(options["faults"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--faults'") from None
+    account = SimAccount(
+        seed=options["seed"], calls_per_hour=options["calls_per_hour"],
+        timezone=options["timezone"], order=options["order"],
+    )  # fmt: skip
 
     def ready(server: SimulatorServer) -> None:
-        click.echo(f"simulator serving {server.url} (username 8569841, password 01234567891)")
+        click.echo(  # the URL last: scripts take the line's last word
+            f"simulator (username {account.username}, password {account.password}, timezone "
+            f"{account.timezone}, faults {faults.describe()}) serving {server.url}"
+        )
 
-    serve(port=port, seed=seed, host=host, faults=spec, days=days,
-          calls_per_hour=calls_per_hour, order=order, on_ready=ready)  # fmt: skip
+    serve(
+        options["port"], options["seed"], options["host"], faults, [account],
+        days=options["days"], envelope=options["envelope"], on_ready=ready,
+    )  # fmt: skip
 
 
 @cli.command()

@@ -16,17 +16,18 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from etl.api.client import CdrApiClient, Credentials, RetryPolicy
+from etl.api.client import RetryPolicy
 from etl.backfill import Progress, backfill_account
 from etl.config import AccountConfig, Settings
 from etl.db.accounts import upsert_accounts
 from etl.db.migrate import upgrade
 from etl.live import LiveResult, snapshot_live
-from etl.pipeline import Source
 from etl.run import AccountResult
 from etl.simulator import SimAccount, Simulator, SimulatorServer
 from etl.sync import sync_account
 from etl.windows import wall_clock
+from etl.wiring import api_client
+from etl.wiring import source as wiring_source
 
 DEMO = AccountConfig(name="demo", username="8569841", timezone="America/Costa_Rica")
 DEMO_PASSWORD = "01234567891"  # the manual's example: the simulator's demo account
@@ -80,12 +81,12 @@ def run_demo(
     run_id = uuid.uuid4().hex[:12]
     with (
         SimulatorServer(sim) as server,
-        CdrApiClient(server.url, retry=RetryPolicy(max_attempts=3)) as client,
+        api_client(
+            settings.api.model_copy(update={"url": server.url}),
+            retry=RetryPolicy(max_attempts=3),
+        ) as client,
     ):
-        source = Source(
-            client, Credentials(DEMO.username, DEMO_PASSWORD), account_id, DEMO.tz,
-            settings.api.page_size,
-        )  # fmt: skip
+        source = wiring_source(client, DEMO, account_id, DEMO_PASSWORD, settings.api.page_size)
         local_now = wall_clock(now, DEMO.tz).replace(minute=0, second=0)
         backfilled = backfill_account(
             engine, source, DEMO.name, local_now - timedelta(days=DAYS), local_now,

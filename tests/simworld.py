@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
-from etl.api.client import CdrApiClient, Credentials, RetryPolicy
-from etl.config import AccountConfig, SyncSettings
+from etl import wiring
+from etl.api.client import CdrApiClient, RetryPolicy
+from etl.config import AccountConfig, ApiSettings, SyncSettings
 from etl.db.accounts import upsert_accounts
 from etl.db.models import cdrs
 from etl.normalize import content_hash
@@ -58,22 +59,15 @@ class World:
 
     def client(self) -> CdrApiClient:
         if self._client is None:
-            self._client = CdrApiClient(
-                self.server.url,
-                timeout=5,
+            self._client = wiring.api_client(
+                ApiSettings(url=self.server.url, timeout=timedelta(seconds=5)),
                 retry=RetryPolicy(max_attempts=8, base=0.001, cap=0.01, max_total=60),
                 sleep=lambda _: None,
             )
         return self._client
 
     def source(self, password: str = PASSWORD) -> Source:
-        return Source(
-            self.client(),
-            Credentials(self.account.username, password),
-            self.account_id,
-            self.tz,
-            self.page_size,
-        )
+        return wiring.source(self.client(), self.account, self.account_id, password, self.page_size)
 
     def run(self, password: str = PASSWORD, run_id: str = "test") -> AccountResult:
         return sync_account(
