@@ -18,6 +18,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from etl.simulator import SimAccount, Simulator, SimulatorServer
@@ -64,9 +65,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def until_stdin_closes() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
     with SimulatorServer(sim) as server:
-        ready = {
+        ready: dict[str, Any] = {
             "url": server.url,
             "username": account.username,
             "password": account.password,

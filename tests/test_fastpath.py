@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.dml import ReturningInsert
 
 from etl.api.decode import decode
 from etl.config import AccountConfig
@@ -56,16 +57,16 @@ def reference_load(
     latest = {row.callid: row for row in rows}
     for row in latest.values():
         values: dict[str, Any] = {"account_id": account_id, **row._asdict()}
-        statement = insert(cdrs).values(values)
-        statement = statement.on_conflict_do_update(
+        upsert = insert(cdrs).values(values)
+        query: ReturningInsert[tuple[bool]] = upsert.on_conflict_do_update(
             index_elements=[cdrs.c.account_id, cdrs.c.callid],
             set_={
-                **{name: statement.excluded[name] for name in DATA_COLUMNS},
+                **{name: upsert.excluded[name] for name in DATA_COLUMNS},
                 "updated_at": func.now(),
             },
-            where=cdrs.c.content_hash != statement.excluded.content_hash,
+            where=cdrs.c.content_hash != upsert.excluded.content_hash,
         ).returning(literal_column("xmax = 0"))
-        done = conn.execute(statement).scalar()
+        done = conn.execute(query).scalar()
         if done is None:
             counts.unchanged += 1
         elif done:

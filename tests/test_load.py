@@ -63,7 +63,7 @@ def test_load_counts_inserted_updated_unchanged(engine: Engine) -> None:
         second = load_page(conn, account_id, [cdr("1"), cdr("2", duration=99), cdr("4")])
     assert (second.inserted, second.updated, second.unchanged) == (1, 1, 1)
     with engine.connect() as conn:
-        rows = dict(conn.execute(select(cdrs.c.callid, cdrs.c.duration)).all())
+        rows = {c: d for c, d in conn.execute(select(cdrs.c.callid, cdrs.c.duration))}
         raw = conn.scalar(select(cdrs.c.raw).where(cdrs.c.callid == "2"))
         ring = conn.scalar(select(cdrs.c.ring_time).where(cdrs.c.callid == "2"))
     assert rows == {"1": 10, "2": 99, "3": 10, "4": 10}

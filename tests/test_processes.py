@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,12 @@ def test_sync_and_backfill_side_by_side(
     assert {k: rows.get(k) for k in truth} == truth  # the backfilled range is exact
     assert set(rows) <= set(sim.sim.truth(USERNAME))  # nothing the provider does not serve
     with engine.connect() as conn:
-        marks = dict(conn.execute(select(watermarks.c.pass_name, watermarks.c.position)).all())
+        marks: dict[str, datetime] = {
+            name: position
+            for name, position in conn.execute(
+                select(watermarks.c.pass_name, watermarks.c.position)
+            )
+        }
     assert marks["2m"] >= now - timedelta(minutes=3)  # where the sync put it
 
 
@@ -227,7 +232,10 @@ def test_database_restart_mid_run_then_next_run_is_exact(
 ) -> None:
     """A real PostgreSQL restart (pg_ctl restart -m fast) while a backfill writes: the run
     fails cleanly or survives, and the re-run is exact."""
-    import pgserver  # type: ignore[import-untyped]
+    import pgserver
+
+    # pgserver makes its command wrappers at import time, out of mypy's sight
+    pg_ctl: Callable[..., Any] = pgserver.pg_ctl  # type: ignore[attr-defined]
 
     from etl.db.engine import embedded_url, make_engine, stop_embedded
     from etl.db.migrate import upgrade
@@ -243,7 +251,7 @@ def test_database_restart_mid_run_then_next_run_is_exact(
         args = backfill_args(start, end)
         process = cdr_etl(*args, env=env)
         wait_until(lambda: has_rows(engine))
-        pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=tmp_path / "restart" / "pgdata",
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=tmp_path / "restart" / "pgdata",
                         user=user)  # fmt: skip
         out, err = process.communicate(timeout=300)
         assert process.returncode in (0, 1), err
@@ -258,4 +266,4 @@ def test_database_restart_mid_run_then_next_run_is_exact(
         # The restarted postmaster is not the process pgserver started: stop it by hand.
         pgdata = tmp_path / "restart" / "pgdata"
         if (pgdata / "postmaster.pid").exists():
-            pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)

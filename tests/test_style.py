@@ -44,3 +44,18 @@ def test_every_exception_class_lives_in_errors_py() -> None:
         )
     ]
     assert not found, "exception classes outside etl/errors.py:\n" + "\n".join(found)
+
+
+def test_pre_commit_runs_what_make_lint_runs() -> None:
+    """The pre-commit hooks are `make lint`'s commands, so a commit meets CI's checks."""
+    import re
+
+    import yaml
+
+    root = ETL.parent
+    makefile = (root / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    lint = {line.strip().replace("$(VENV)", ".venv") for line in recipe.splitlines()[1:]}
+    config = yaml.safe_load((root / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    hooks = {hook["entry"] for repo in config["repos"] for hook in repo["hooks"]}
+    assert {re.sub(r" \.$", "", command) for command in lint} == hooks

@@ -33,13 +33,12 @@ def assert_exact(w: World, first: datetime) -> None:
     """Everything the longest pass has covered is in the database exactly as served now,
     and nothing is stored that the provider does not serve."""
     with w.engine.connect() as conn:
-        marks = dict(
-            conn.execute(
-                select(watermarks.c.pass_name, watermarks.c.position).where(
-                    watermarks.c.account_id == w.account_id
-                )
-            ).all()
+        rows = conn.execute(
+            select(watermarks.c.pass_name, watermarks.c.position).where(
+                watermarks.c.account_id == w.account_id
+            )
         )
+        marks: dict[str, datetime] = {name: position for name, position in rows}
     settled = marks["24h"]
     truth = w.truth(first, settled)
     stored = w.stored()

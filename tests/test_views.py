@@ -602,9 +602,8 @@ def test_sync_health_reports_watermarks_runs_and_counts(engine: Engine) -> None:
     snapshot = rows[(cr,)]
 
     def lag(position: datetime) -> int:
-        return math.floor(
-            (now.astimezone(ZoneInfo(CR)).replace(tzinfo=None) - position).total_seconds()
-        )
+        local_now: datetime = now.astimezone(ZoneInfo(CR)).replace(tzinfo=None)
+        return math.floor((local_now - position).total_seconds())
 
     assert snapshot["watermarks"] == {
         name: {"position": position.isoformat(), "lag_seconds": lag(position)}
