@@ -7,7 +7,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install docker-compose demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -19,20 +19,13 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON) --extra dev --extra embedded
 	touch $@
 
-# The tests validate docker-compose.yml with Debian's docker-compose (no engine needed).
-docker-compose:
-	@command -v docker-compose >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
-	  else echo "please install docker-compose (e.g. sudo apt-get install docker-compose)"; exit 1; fi; }
-
 install: $(VENV)/.synced
 	@$(VENV)/bin/python -m compileall -q etl migrations >/dev/null
 
 demo: install
 	$(VENV)/bin/cdr-etl demo
 
-test: install docker-compose
+test: install
 	$(VENV)/bin/pytest
 
 test-fast: install
