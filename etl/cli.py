@@ -165,6 +165,45 @@ def status(app: App) -> None:
     render_status(_console(), account_status(app.engine, app.settings))
 
 
+@cli.command()
+@click.option(
+    "--account", "names", multiple=True, metavar="NAME",
+    help="Account to check (repeatable). Default: every configured account.",
+)  # fmt: skip
+@pass_app
+def check(app: App, names: tuple[str, ...]) -> int:
+    """Is the set-up sound? One line per finding: ok, warn or FAIL.
+
+    Settings valid; the database reachable and at the newest revision; the API over
+    HTTPS; for each account its credentials accepted (one cheap request) and its clock
+    plausible (the provider's last 24 hours, read on the configured zone, must fall in
+    the last 24 hours; whole hours off name the zones that would fit). Exit 0 when all is
+    well, 1 when a check failed, 2 on bad configuration. The password is never printed.
+    """
+    from etl.check import Finding, check_accounts, check_api, check_database
+    from etl.config import config_path
+
+    settings = app.settings
+    accounts = settings.select_accounts(names)
+    for account in accounts:
+        account.password()  # a missing secret is bad configuration: exit 2
+    where = config_path(app.env) or "no file: environment only"
+    failed = False
+
+    def report(finding: Finding) -> None:
+        nonlocal failed
+        failed = failed or finding.level == "FAIL"
+        click.echo(str(finding))
+
+    report(Finding("ok", "settings", f"valid ({len(accounts)} account(s); {where})"))
+    for finding in check_database(settings):
+        report(finding)
+    report(check_api(settings))
+    for finding in check_accounts(settings, accounts):
+        report(finding)
+    return 1 if failed else 0
+
+
 def _require_schema(app: App) -> None:
     from etl.db.migrate import current_revision, head_revision
 

@@ -109,3 +109,14 @@ def test_help_pays_for_no_heavy_import(args: tuple[str, ...]) -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_installed_command_runs_from_any_folder(tmp_path: Path) -> None:
+    """The console script of the install (not `python -m` from the checkout) finds the
+    package from an unrelated folder: the install is whole."""
+    script = Path(sys.executable).parent / "cdr-etl"
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage: cdr-etl" in result.stdout
