@@ -278,6 +278,14 @@ def _sources(
     return sources(client, chosen, app.sync_accounts(), app.settings.api.page_size)
 
 
+def _print_summaries_here(app: App) -> None:
+    """This command prints each run's summary line: the text log leaves them out."""
+    from etl.logs import summaries_printed_elsewhere
+
+    app.settings  # noqa: B018 (reading the settings sets up the log handlers first)
+    summaries_printed_elsewhere()
+
+
 def _run_id() -> str:
     import uuid
 
@@ -309,6 +317,8 @@ def sync(app: App, names: tuple[str, ...]) -> int:
 
     from etl.sync import sync_account
     from etl.windows import utc_now
+
+    _print_summaries_here(app)
 
     with _client(app) as client:
         sources = _sources(app, client, names)
@@ -388,6 +398,7 @@ def backfill(
     """
     from etl.backfill import backfill_account
 
+    _print_summaries_here(app)
     if end <= start:
         raise click.BadParameter("must be after --start", param_hint="'--end'")
     if window is not None and window <= timedelta(0):
@@ -526,6 +537,7 @@ def demo(app: App, no_progress: bool) -> int:
     from etl.db.engine import database_url, embedded_url, make_engine
     from etl.demo import DEMO, run_demo, summary_lines
 
+    _print_summaries_here(app)
     if any(account.name == DEMO.name for account in app.settings.accounts):
         raise ConfigError(
             f"accounts: an account named {DEMO.name!r} is configured; the demo would write "
@@ -533,8 +545,7 @@ def demo(app: App, no_progress: bool) -> int:
         )
     if app.settings.database_url:
         url = database_url(app.settings)
-    else:
-        _console().print(f"starting the embedded PostgreSQL in {app.settings.home / 'pgdata'}")
+    else:  # the embedded server says where it starts (a log line)
         url = embedded_url(app.settings.home, keep_running=True)
         app._engine = make_engine(url)
     _console().print("simulator up; migrating, then backfilling 7 days of the demo account")
@@ -561,16 +572,16 @@ def live(app: App, names: tuple[str, ...]) -> int:
     not counted. Exit 1 if any account failed.
     """
     from etl.live import snapshot_live
-    from etl.live import summary as live_summary
     from etl.windows import utc_now
 
+    _print_summaries_here(app)
     with _client(app) as client:
         results = [
             snapshot_live(app.engine, source, account.name, utc_now(), _run_id())
             for account, source in _sources(app, client, names)
         ]
     for result in results:
-        click.echo(live_summary(result), err=result.status == "failed")
+        click.echo(result.summary(), err=result.status == "failed")
     return 0 if all(r.status != "failed" for r in results) else 1
 
 
@@ -586,16 +597,16 @@ def verify(app: App, name: str, repair: bool) -> int:
     --repair the missing and stale ones are stored, and the exit code says whether the
     database differed before the repair.
     """
-    from etl.verify import summary as verify_summary
     from etl.verify import verify_account
     from etl.windows import utc_now
 
+    _print_summaries_here(app)
     with _client(app) as client:
         ((account, source),) = _sources(app, client, (name,))
         result = verify_account(
             app.engine, source, account.name, utc_now(), _run_id(), repair=repair
         )
-    click.echo(verify_summary(result), err=result.status == "failed")
+    click.echo(result.summary(), err=result.status == "failed")
     for label, callids in (("missing", result.missing), ("different", result.different),
                            ("extra", result.extra)):  # fmt: skip
         if callids:

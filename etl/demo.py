@@ -145,5 +145,13 @@ def summary_lines(report: DemoReport, url: str) -> list[Any]:
     ]
     for title, sql in EXAMPLES:
         lines += [f"  -- {title}", f"  {sql}"]
-    lines += ["", "Then `cdr-etl status` shows the watermarks and the last runs."]
+    lines += [
+        "",
+        "Where to look next:",
+        "  cdr-etl status     each pass's watermark and lag, the last run, rows, rejects",
+        "  cdr-etl check      is a set-up sound: database, API, credentials, clock",
+        "  cdr-etl --help     every command; README.md for configuration and deployment",
+        "  dashboards         docker compose --profile sim --profile grafana up -d, then",
+        "                     http://127.0.0.1:3000 (deploy/grafana: sync health, calls)",
+    ]
     return lines

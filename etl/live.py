@@ -122,10 +122,6 @@ def classify(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> LiveSnapshot
     return snapshot
 
 
-def summary(result: LiveResult) -> str:
-    return result.summary()
-
-
 def snapshot_live(
     engine: Engine, source: Source, account_name: str, now: datetime, run_id: str
 ) -> LiveResult:

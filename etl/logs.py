@@ -71,6 +71,19 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(event, default=str).decode()
 
 
+class _NoRunSummaries(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "event_kind", None) != "run_summary"
+
+
+def summaries_printed_elsewhere() -> None:
+    """A command that prints each run's summary line itself: the text log leaves those
+    lines out, so a terminal shows each run once (JSON logs keep them, for collectors)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, TextFormatter):
+            handler.addFilter(_NoRunSummaries())
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())

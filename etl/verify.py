@@ -152,10 +152,6 @@ def compare(served: dict[str, Cdr], stored: list[tuple[str, str]]) -> Comparison
     return result
 
 
-def summary(result: VerifyResult) -> str:
-    return result.summary()
-
-
 def verify_account(
     engine: Engine,
     source: Source,

@@ -37,6 +37,11 @@ def test_demo_runs_end_to_end_and_again(engine: Engine, db_url: str, tmp_path: P
     assert 0 < float(match[3]) <= 100
     assert "psql" in first.stdout
     assert first.stdout.count("SELECT") == 3
+    both = first.stdout + first.stderr
+    assert both.count("backfill demo: ok") == 1  # each run's summary once, not also logged
+    assert both.count("sync demo: ok") == 1
+    assert "Where to look next:" in first.stdout
+    assert "cdr-etl check" in first.stdout
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(cdrs)) == legs
         assert conn.scalar(select(func.count()).select_from(live_samples)) == 1

@@ -79,9 +79,9 @@ def test_services_and_their_order(services: dict[str, Any], compose: dict[str, A
 
 
 def test_every_command_is_a_cdr_etl_command(services: dict[str, Any]) -> None:
-    """Each service runs a command the CLI has."""
+    """Each service built from our image runs a command the CLI has."""
     for name, service in services.items():
-        if name == "db":
+        if service.get("image") != "cdr-etl:latest":
             continue
         command = service["command"]
         assert command[0] in cli.commands, f"{name}: unknown command {command[0]}"
@@ -118,6 +118,35 @@ def test_secret_defaults_exist(compose: dict[str, Any]) -> None:
     default = re.search(r":-([^}]+)}", compose["secrets"]["db_password"]["file"])
     assert default
     assert (ROOT / default[1]).is_file()
+
+
+def test_the_grafana_profile(services: dict[str, Any]) -> None:
+    """Prometheus scrapes the daemons on their port and loads the alert rules; Grafana is
+    provisioned from deploy/grafana and reads the database as a login granted cdr_reader;
+    both listen on loopback only."""
+    profile = {n for n, s in services.items() if "grafana" in s.get("profiles", [])}
+    assert profile == {"prometheus", "grafana", "grafana-login"}
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    port = DaemonSettings().port
+    assert job["static_configs"][0]["targets"] == [f"daemon:{port}", f"daemon-sim:{port}"]
+    assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    mounts = " ".join(services["prometheus"]["volumes"] + services["grafana"]["volumes"])
+    for path in ("deploy/prometheus/alerts.yml", "deploy/grafana/provisioning",
+                 "deploy/grafana/dashboards"):  # fmt: skip
+        assert f"./{path}:" in mounts
+        assert (ROOT / path).exists()
+    for name in profile - {"grafana-login"}:
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
+    login = services["grafana-login"]["command"][0]
+    assert "GRANT cdr_reader TO grafana" in login
+    sources = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/cdr-etl.yml").read_text()
+    )["datasources"]
+    assert {s["uid"]: s.get("user") for s in sources} == {
+        "prometheus": None,
+        "cdr-postgres": "grafana",
+    }
 
 
 def test_dockerfile_is_pinned_slim_non_root_and_runtime_only() -> None:
