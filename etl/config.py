@@ -108,6 +108,7 @@ class SyncSettings(_Section):
     interval: Duration = timedelta(minutes=5)
     jitter: Duration = timedelta(seconds=30)
     window: Duration = timedelta(hours=1)
+    min_window: Duration = timedelta(minutes=1)  # less than this due: wait for the next run
     passes: tuple[Duration, ...] = (timedelta(minutes=2), timedelta(hours=1), timedelta(hours=24))
     initial_lookback: Duration = timedelta(hours=24)
     concurrency: int = Field(4, ge=1, le=64)  # accounts synced at once
@@ -300,6 +301,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "CDR_ETL_SYNC_WINDOW": ("sync", "window"),
     "CDR_ETL_SYNC_PASSES": ("sync", "passes"),
     "CDR_ETL_SYNC_INITIAL_LOOKBACK": ("sync", "initial_lookback"),
+    "CDR_ETL_SYNC_MIN_WINDOW": ("sync", "min_window"),
     "CDR_ETL_DAEMON_HOST": ("daemon", "host"),
     "CDR_ETL_DAEMON_PORT": ("daemon", "port"),
 }

@@ -60,6 +60,7 @@ def _due(
         windows = due_windows(
             marks[name], now, source.tz,
             delay=delay, size=sync.window, initial_lookback=sync.initial_lookback,
+            min_window=sync.min_window,
         )  # fmt: skip
         due.extend((name, window) for window in windows)
     return due

@@ -58,15 +58,20 @@ def due_windows(
     delay: timedelta,
     size: timedelta,
     initial_lookback: timedelta,
+    min_window: timedelta = timedelta(0),
 ) -> list[Window]:
     """The windows one pass must read now: from its watermark `position` (or, for a new
     account, `initial_lookback` before now) up to `delay` before now, on the wall clock.
 
     Nothing is due while the wall clock is behind the watermark (the hour after a
-    fall-back): the watermark never moves backwards.
+    fall-back): the watermark never moves backwards; nor while less than `min_window` has
+    come due (a run right after another costs no request: the next run reads it).
     """
     start = position if position is not None else wall_clock(now, tz) - initial_lookback
-    return split(start, complete_up_to(now - delay, tz), size)
+    end = complete_up_to(now - delay, tz)
+    if end - start < min_window:
+        return []
+    return split(start, end, size)
 
 
 def complete_up_to(instant: datetime, tz: ZoneInfo) -> datetime:

@@ -153,3 +153,18 @@ def test_a_repeated_hour_is_complete_only_after_its_second_pass(
 ) -> None:
     """During the first 01:xx of a fall-back, nothing of the repeated hour is complete."""
     assert complete_up_to(instant, NEW_YORK) == expected
+
+
+def test_a_pass_waits_until_a_minimum_is_due() -> None:
+    """Less than min_window due: nothing to read yet (a run right after another costs no
+    request); once it is due, the whole range is read, nothing skipped."""
+    tz = ZoneInfo("America/Costa_Rica")
+    now = datetime(2024, 6, 3, 18, 0, tzinfo=UTC)
+    mark = wall_clock(now, tz) - timedelta(minutes=2, seconds=30)
+    args = {"delay": timedelta(minutes=2), "size": timedelta(hours=1),
+            "initial_lookback": timedelta(hours=24), "min_window": timedelta(minutes=1)}  # fmt: skip
+    assert due_windows(mark, now, tz, **args) == []
+    later = now + timedelta(seconds=40)
+    (window,) = due_windows(mark, later, tz, **args)
+    assert window.start == mark
+    assert window.end == wall_clock(later - timedelta(minutes=2), tz)
