@@ -161,8 +161,12 @@ def test_a_pass_waits_until_a_minimum_is_due() -> None:
     tz = ZoneInfo("America/Costa_Rica")
     now = datetime(2024, 6, 3, 18, 0, tzinfo=UTC)
     mark = wall_clock(now, tz) - timedelta(minutes=2, seconds=30)
-    args = {"delay": timedelta(minutes=2), "size": timedelta(hours=1),
-            "initial_lookback": timedelta(hours=24), "min_window": timedelta(minutes=1)}  # fmt: skip
+    args = {
+        "delay": timedelta(minutes=2),
+        "size": timedelta(hours=1),
+        "initial_lookback": timedelta(hours=24),
+        "min_window": timedelta(minutes=1),
+    }
     assert due_windows(mark, now, tz, **args) == []
     later = now + timedelta(seconds=40)
     (window,) = due_windows(mark, later, tz, **args)
