@@ -148,6 +148,48 @@ def status(app: App) -> None:
     render_status(console, account_status(app.engine, app.settings))
 
 
+@cli.command()
+@click.option("--rebuild", is_flag=True, required=True, help="Recompute from cdrs (required).")
+@click.option(
+    "--account", "names", multiple=True, metavar="NAME",
+    help="Account to rebuild (repeatable). Default: every configured account.",
+)  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@pass_app
+def rollup(app: App, rebuild: bool, names: tuple[str, ...], no_progress: bool) -> int:
+    """Recompute the kept BI data (call_legs, rollups) of accounts from cdrs.
+
+    After a timezone fix or a change of definition. One UTC day per transaction, its
+    position stored: a killed rebuild resumes where it stopped when run again. Dashboards
+    stay readable meanwhile (each day's figures change at once, at its commit).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from etl.db.rollup import RebuildProgress
+    from etl.db.rollup import rebuild as rebuild_account
+
+    _require_schema(app)
+    ids = app.sync_accounts()
+    unknown = [n for n in names if n not in ids]
+    if unknown:
+        raise ConfigError(f"--account: no configured account named {unknown[0]!r}")
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("days"), console=err_console,
+        disable=no_progress or not err_console.is_terminal,
+    )  # fmt: skip
+    with bar:
+        for name in names or tuple(ids):
+            task = bar.add_task(name, total=None)
+
+            def show(p: RebuildProgress, task: Any = task) -> None:
+                bar.update(task, completed=p.done, total=p.total)
+
+            days = rebuild_account(app.engine, ids[name], name, show)
+            console.print(f"{name}: kept data rebuilt from cdrs ({days} days)")
+    return 0
+
+
 def _require_schema(app: App) -> None:
     from etl.db.migrate import current_revision, head_revision
 

@@ -41,7 +41,8 @@ COMPARED = {
 def _frozen_0002() -> list[str]:
     path = ROOT / "migrations" / "versions" / "20261127_0002_bi_views.py"
     spec = importlib.util.spec_from_file_location("revision_0002", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return list(module.UPGRADE)
@@ -177,7 +178,9 @@ def _scramble(conn: Connection, account_id: int) -> None:
             text(f"DELETE FROM {table} WHERE account_id = :a AND random() < 0.5"),
             {"a": account_id},
         )
-    conn.execute(text("UPDATE account_totals SET cdrs = 1 WHERE account_id = :a"), {"a": account_id})
+    conn.execute(
+        text("UPDATE account_totals SET cdrs = 1 WHERE account_id = :a"), {"a": account_id}
+    )
 
 
 def test_rebuild_recomputes_after_a_timezone_change_and_resumes(engine: Engine) -> None:
@@ -186,7 +189,9 @@ def test_rebuild_recomputes_after_a_timezone_change_and_resumes(engine: Engine) 
     ids = setup(engine)
     load_pages(engine, ids["ny"], cdrs_of(records("7000001", NY, FALL_BACK_HOUR, 50), NY), 100)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE accounts SET timezone = :z WHERE id = :a"), {"z": CR, "a": ids["ny"]})
+        conn.execute(
+            text("UPDATE accounts SET timezone = :z WHERE id = :a"), {"z": CR, "a": ids["ny"]}
+        )
         _scramble(conn, ids["ny"])
         first_day = conn.execute(
             text("SELECT min(detect_time)::date FROM cdrs WHERE account_id = :a"), {"a": ids["ny"]}
@@ -202,4 +207,27 @@ def test_rebuild_recomputes_after_a_timezone_change_and_resumes(engine: Engine) 
         assert conn.execute(text("SELECT count(*) FROM rollup_rebuilds")).scalar() == 0
     # the first day was skipped by the resumed run: a full one puts it right too
     rebuild(engine, ids["ny"], "ny")
+    assert_kept_equals_recomputed(engine)
+
+
+def test_rollup_rebuild_command(engine: Engine, db_url: str, clean_env: None) -> None:
+    """`cdr-etl rollup --rebuild --account NAME` recomputes the kept data; exit 0."""
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    ids = setup(engine)
+    load_pages(engine, ids["cr"], cdrs_of(records("8569841", CR, FALL_BACK_HOUR, 30), CR), 200)
+    with engine.begin() as conn:
+        _scramble(conn, ids["cr"])
+    toml = "".join(
+        f'[[accounts]]\nname = "{n}"\nusername = "{u}"\ntimezone = "{z}"\npassword_env = "P"\n'
+        for n, u, z in (("ny", "7000001", NY), ("cr", "8569841", CR))
+    )
+    with open("cdr-etl.toml", "w") as f:
+        f.write(toml)
+    env = {"CDR_ETL_DATABASE_URL": db_url, "P": "x"}
+    result = CliRunner().invoke(cli, ["rollup", "--rebuild", "--account", "cr"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "cr: kept data rebuilt" in result.output
     assert_kept_equals_recomputed(engine)
