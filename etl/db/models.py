@@ -269,17 +269,18 @@ call_legs = Table(
     Column("direction", Text, nullable=False),  # incoming | outgoing
     Column("leg_start", TZ),
     Column("call_start", TZ),
-    Column("hour_start", TZ),  # start of the call's hour on the account's clock
+    Column("bucket_start", TZ),  # the 5-minute bucket (UTC) of its call's start
     Index(None, "account_id", "link"),
-    Index(None, "account_id", "hour_start"),
+    Index(None, "account_id", "bucket_start"),
 )
-"""One row per cdrs row: which call the leg belongs to, its role and its call's hour."""
+"""One row per cdrs row: which call the leg belongs to, its role and its call's bucket."""
 
-rollup_hourly = Table(
-    "rollup_hourly",
+rollup_5min = Table(
+    "rollup_5min",
     metadata,
     Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
-    Column("hour_start", TZ, primary_key=True),
+    Column("bucket_start", TZ, primary_key=True),
+    Column("hour_start", TZ, nullable=False),  # the local hour holding the bucket
     Column("day", Date, nullable=False),
     Column("local_hour", WALL, nullable=False),
     _big("legs"),
@@ -290,17 +291,19 @@ rollup_hourly = Table(
     *(_big(f"end_{r}") for r in _END_COUNTS),
     Index(None, "account_id", "day"),
 )
-"""Per account and local hour: the figures of v_hourly_account as sums (calls counted in
-the hour of their start)."""
+"""Per account and 5 minutes (UTC buckets: every zone's offset is a multiple of 15 minutes,
+so a bucket lies in one local hour): the figures of v_hourly_account and v_daily_account as
+sums, calls counted in the bucket of their start. Small buckets keep the load's recompute
+of the buckets a page touches small."""
 
-rollup_hourly_endpoint = Table(
-    "rollup_hourly_endpoint",
+rollup_endpoint_5min = Table(
+    "rollup_endpoint_5min",
     metadata,
     Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
-    Column("hour_start", TZ, nullable=False),
+    Column("bucket_start", TZ, nullable=False),
     Column("day", Date, nullable=False),
     Column("endpoint", Text),
-    Column("endpoint_name", Text),  # the hour's latest non-null name, by (name_at, name_callid)
+    Column("endpoint_name", Text),  # the bucket's latest non-null name, by (name_at, name_callid)
     Column("name_at", TZ),
     Column("name_callid", Text),
     _big("legs"),
@@ -309,10 +312,10 @@ rollup_hourly_endpoint = Table(
     _big("answered"),
     _big("talk_seconds"),
     _big("ring_seconds"),
-    Index(None, "account_id", "hour_start"),
+    Index(None, "account_id", "bucket_start"),
     Index(None, "account_id", "day"),
 )
-"""Per account, local hour and endpoint (null endpoint included): v_daily_endpoint's sums."""
+"""Per account, 5-minute bucket and endpoint (null endpoint included): v_daily_endpoint's sums."""
 
 account_totals = Table(
     "account_totals",

@@ -4,11 +4,12 @@ Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
 
 - `call_legs`: one row per `cdrs` row: its link (`ref_callid` of a trunk leg,
   `original_callid` of any other leg), the call it belongs to (`call_id`), its `role`
-  (trunk | agent | single), `direction`, `leg_start`, `call_start` and `hour_start` (the
-  start of the call's hour on the account's clock), by the rules of etl/db/views.py.
-- `rollup_hourly`: per account and local hour, the sums behind `v_hourly_account` and
-  `v_daily_account` (a day is the sum of its hours: a call counts in the hour of its start).
-- `rollup_hourly_endpoint`: per account, local hour and endpoint, the sums behind
+  (trunk | agent | single), `direction`, `leg_start`, `call_start` and `bucket_start` (the
+  5-minute UTC bucket of the call's start), by the rules of etl/db/views.py.
+- `rollup_5min`: per account and 5 minutes (UTC buckets inside one local hour), the sums
+  behind `v_hourly_account` and `v_daily_account` (an hour or a day is the sum of its
+  buckets: a call counts in the bucket of its start).
+- `rollup_endpoint_5min`: per account, 5-minute bucket and endpoint, the sums behind
   `v_daily_endpoint`.
 - `account_totals`: rows in `cdrs` per account (`v_sync_health.rows_stored`).
 
@@ -27,7 +28,7 @@ stores the page, in the page's transaction. The server-side function
    when the trunk arrives, in another page, window, run or pass; an updated CDR that
    changed its link leaves its old call right too);
 3. deletes and re-inserts those legs' `call_legs` rows, recomputed from `cdrs`;
-4. deletes and re-inserts the rollup rows of every hour those legs were in before or are
+4. deletes and re-inserts the rollup rows of every bucket those legs were in before or are
    in now, recomputed from `cdrs` through `call_legs` (delete + insert of the touched keys,
    never +/- deltas: a figure is always a recomputation, so it cannot drift);
 5. adds the page's new legs to `account_totals`.
@@ -53,20 +54,21 @@ from sqlalchemy.types import Text
 __all__ = ["FUNCTIONS", "RebuildProgress", "rebuild", "refresh"]
 
 FUNCTIONS: tuple[str, ...] = (
-    """CREATE FUNCTION cdr_rollup_hours(p_account integer, p_tz text, p_hours timestamptz[])
+    """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
-    DELETE FROM rollup_hourly WHERE account_id = p_account AND hour_start = ANY(p_hours);
-    INSERT INTO rollup_hourly (
-        account_id, hour_start, day, local_hour, legs, calls, answered, answered_seconds,
-        talk_seconds, end_ok, end_cancelled, end_no_answer, end_temporarily_unavailable,
-        end_not_found, end_decline, end_service_unavailable, end_other
+    DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    INSERT INTO rollup_5min (
+        account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
+        answered_seconds, talk_seconds, end_ok, end_cancelled, end_no_answer,
+        end_temporarily_unavailable, end_not_found, end_decline, end_service_unavailable, end_other
     )
     SELECT
         p_account,
-        c.hour_start,
-        (c.hour_start AT TIME ZONE p_tz)::date,
-        c.hour_start AT TIME ZONE p_tz,
+        c.bucket_start,
+        date_trunc('hour', c.bucket_start, p_tz),
+        (c.bucket_start AT TIME ZONE p_tz)::date,
+        date_trunc('hour', c.bucket_start AT TIME ZONE p_tz),
         sum(c.legs),
         count(*),
         count(*) FILTER (WHERE c.answered),
@@ -81,9 +83,9 @@ BEGIN
         sum(c.end_service_unavailable),
         sum(c.end_other)
     FROM (
-        -- one row per call and hour (every leg of a call has its call's start)
+        -- one row per call and bucket (every leg of a call has its call's start)
         SELECT
-            k.hour_start,
+            k.bucket_start,
             k.call_id,
             count(*) AS legs,
             bool_or(coalesce(d.duration, 0) > 0) AS answered,
@@ -106,21 +108,21 @@ BEGIN
             ) AS end_other
         FROM call_legs k
         JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-        WHERE k.account_id = p_account AND k.hour_start = ANY(p_hours)
-        GROUP BY k.hour_start, k.call_id
+        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+        GROUP BY k.bucket_start, k.call_id
     ) c
-    GROUP BY c.hour_start;
+    GROUP BY c.bucket_start;
 
-    DELETE FROM rollup_hourly_endpoint
-    WHERE account_id = p_account AND hour_start = ANY(p_hours);
-    INSERT INTO rollup_hourly_endpoint (
-        account_id, hour_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+    DELETE FROM rollup_endpoint_5min
+    WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    INSERT INTO rollup_endpoint_5min (
+        account_id, bucket_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
         incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
     )
     SELECT
         p_account,
-        e.hour_start,
-        (e.hour_start AT TIME ZONE p_tz)::date,
+        e.bucket_start,
+        (e.bucket_start AT TIME ZONE p_tz)::date,
         e.endpoint,
         (array_agg(e.endpoint_name ORDER BY e.leg_start DESC NULLS LAST, e.callid DESC)
             FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
@@ -136,7 +138,7 @@ BEGIN
         coalesce(sum(greatest(e.ring_time, 0)), 0)
     FROM (
         SELECT
-            k.hour_start,
+            k.bucket_start,
             k.callid,
             k.direction,
             k.leg_start,
@@ -150,9 +152,9 @@ BEGIN
             END AS endpoint_name
         FROM call_legs k
         JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-        WHERE k.account_id = p_account AND k.hour_start = ANY(p_hours)
+        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
     ) e
-    GROUP BY e.hour_start, e.endpoint;
+    GROUP BY e.bucket_start, e.endpoint;
 END
 $fn$""",
     """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])
@@ -161,7 +163,7 @@ DECLARE
     v_tz text;
     v_links text[];
     v_targets text[];
-    v_hours timestamptz[];
+    v_buckets timestamptz[];
     v_new bigint;
 BEGIN
     -- one refresher per account at a time: the next one sees what this one commits
@@ -198,14 +200,14 @@ BEGIN
         AND NOT EXISTS (
             SELECT 1 FROM call_legs k WHERE k.account_id = p_account AND k.callid = c.callid
         );
-    -- the hours those legs counted in before
-    SELECT array_agg(DISTINCT k.hour_start) INTO v_hours
+    -- the buckets those legs counted in before
+    SELECT array_agg(DISTINCT k.bucket_start) INTO v_buckets
     FROM call_legs k
-    WHERE k.account_id = p_account AND k.callid = ANY(v_targets) AND k.hour_start IS NOT NULL;
+    WHERE k.account_id = p_account AND k.callid = ANY(v_targets) AND k.bucket_start IS NOT NULL;
 
     DELETE FROM call_legs WHERE account_id = p_account AND callid = ANY(v_targets);
     INSERT INTO call_legs (
-        account_id, callid, link, call_id, role, direction, leg_start, call_start, hour_start
+        account_id, callid, link, call_id, role, direction, leg_start, call_start, bucket_start
     )
     SELECT
         r.account_id,
@@ -220,7 +222,7 @@ BEGIN
         END,
         r.leg_start,
         r.call_start,
-        date_trunc('hour', r.call_start, v_tz)
+        to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300)
     FROM (
         SELECT
             w.*,
@@ -258,17 +260,17 @@ BEGIN
         ) w
     ) r;
 
-    -- every hour those legs count in before or after
-    SELECT array_agg(DISTINCT x.h) INTO v_hours
+    -- every bucket those legs count in before or after
+    SELECT array_agg(DISTINCT x.b) INTO v_buckets
     FROM (
-        SELECT unnest(coalesce(v_hours, '{}')) AS h
+        SELECT unnest(coalesce(v_buckets, '{}')) AS b
         UNION ALL
-        SELECT k.hour_start
+        SELECT k.bucket_start
         FROM call_legs k
         WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
-            AND k.hour_start IS NOT NULL
+            AND k.bucket_start IS NOT NULL
     ) x;
-    PERFORM cdr_rollup_hours(p_account, v_tz, coalesce(v_hours, '{}'));
+    PERFORM cdr_rollup_buckets(p_account, v_tz, coalesce(v_buckets, '{}'));
 
     INSERT INTO account_totals (account_id, cdrs) VALUES (p_account, v_new)
     ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;

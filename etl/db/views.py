@@ -289,8 +289,8 @@ _SUM_REASONS = ",\n".join(
 
 
 def _kept_figures(columns: str, group: str) -> str:
-    """Per account and period, from the kept hourly rollup (`rollup_hourly`): a day is the
-    sum of its hours, since a call counts in the hour of its start."""
+    """Per account and period, from the kept rollup (`rollup_5min`): an hour or a day is the
+    sum of its 5-minute buckets, since a call counts in the bucket of its start."""
     return f"""
 SELECT
     r.account_id,
@@ -303,7 +303,7 @@ SELECT
     round(sum(r.answered)::numeric / nullif(sum(r.calls), 0), 4) AS asr,
     round(sum(r.talk_seconds)::numeric / nullif(sum(r.answered), 0), 2) AS acd,
 {_SUM_REASONS}
-FROM rollup_hourly r
+FROM rollup_5min r
 JOIN accounts a ON a.id = r.account_id
 GROUP BY r.account_id, a.id, {group}
 """
@@ -345,7 +345,9 @@ V_HOURLY_ACCOUNT = View(
         "v_daily_account per hour on the account's clock: hour_start is the instant the "
         "local hour began (a repeated DST hour gives two rows)."
     ),
-    select=_kept_figures("r.day,\n    r.hour_start,\n    r.local_hour", "r.hour_start"),
+    select=_kept_figures(
+        "r.day,\n    r.hour_start,\n    r.local_hour", "r.hour_start, r.day, r.local_hour"
+    ),
     columns={
         "account_id": "accounts.id",
         "account_name": "accounts.name",
@@ -379,7 +381,7 @@ SELECT
     sum(e.answered)::bigint AS answered,
     sum(e.talk_seconds)::bigint AS talk_seconds,
     sum(e.ring_seconds)::bigint AS ring_seconds
-FROM rollup_hourly_endpoint e
+FROM rollup_endpoint_5min e
 JOIN accounts a ON a.id = e.account_id
 GROUP BY e.account_id, a.id, e.day, e.endpoint
 """,

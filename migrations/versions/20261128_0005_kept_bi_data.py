@@ -1,6 +1,6 @@
-"""Kept BI data: call_legs, rollup_hourly, rollup_hourly_endpoint, account_totals,
+"""Kept BI data: call_legs, rollup_5min, rollup_endpoint_5min, account_totals,
 rollup_rebuilds; the functions the load calls to keep them (cdr_rollup_refresh,
-cdr_rollup_hours); v_daily_account, v_hourly_account, v_daily_endpoint and v_sync_health
+cdr_rollup_buckets); v_daily_account, v_hourly_account, v_daily_endpoint and v_sync_health
 read them.
 
 Revision ID: 0005
@@ -36,14 +36,15 @@ TABLES: list[str] = [
 	direction TEXT NOT NULL,
 	leg_start TIMESTAMP WITH TIME ZONE,
 	call_start TIMESTAMP WITH TIME ZONE,
-	hour_start TIMESTAMP WITH TIME ZONE,
+	bucket_start TIMESTAMP WITH TIME ZONE,
 	CONSTRAINT pk_call_legs PRIMARY KEY (account_id, callid),
 	CONSTRAINT fk_call_legs_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE
 )""",
-    'CREATE INDEX ix_call_legs_account_id_hour_start ON call_legs (account_id, hour_start)',
+    'CREATE INDEX ix_call_legs_account_id_bucket_start ON call_legs (account_id, bucket_start)',
     'CREATE INDEX ix_call_legs_account_id_link ON call_legs (account_id, link)',
-    """CREATE TABLE rollup_hourly (
+    """CREATE TABLE rollup_5min (
 	account_id INTEGER NOT NULL,
+	bucket_start TIMESTAMP WITH TIME ZONE NOT NULL,
 	hour_start TIMESTAMP WITH TIME ZONE NOT NULL,
 	day DATE NOT NULL,
 	local_hour TIMESTAMP WITHOUT TIME ZONE NOT NULL,
@@ -60,13 +61,13 @@ TABLES: list[str] = [
 	end_decline BIGINT DEFAULT '0' NOT NULL,
 	end_service_unavailable BIGINT DEFAULT '0' NOT NULL,
 	end_other BIGINT DEFAULT '0' NOT NULL,
-	CONSTRAINT pk_rollup_hourly PRIMARY KEY (account_id, hour_start),
-	CONSTRAINT fk_rollup_hourly_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE
+	CONSTRAINT pk_rollup_5min PRIMARY KEY (account_id, bucket_start),
+	CONSTRAINT fk_rollup_5min_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE
 )""",
-    'CREATE INDEX ix_rollup_hourly_account_id_day ON rollup_hourly (account_id, day)',
-    """CREATE TABLE rollup_hourly_endpoint (
+    'CREATE INDEX ix_rollup_5min_account_id_day ON rollup_5min (account_id, day)',
+    """CREATE TABLE rollup_endpoint_5min (
 	account_id INTEGER NOT NULL,
-	hour_start TIMESTAMP WITH TIME ZONE NOT NULL,
+	bucket_start TIMESTAMP WITH TIME ZONE NOT NULL,
 	day DATE NOT NULL,
 	endpoint TEXT,
 	endpoint_name TEXT,
@@ -78,10 +79,10 @@ TABLES: list[str] = [
 	answered BIGINT DEFAULT '0' NOT NULL,
 	talk_seconds BIGINT DEFAULT '0' NOT NULL,
 	ring_seconds BIGINT DEFAULT '0' NOT NULL,
-	CONSTRAINT fk_rollup_hourly_endpoint_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE
+	CONSTRAINT fk_rollup_endpoint_5min_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE
 )""",
-    'CREATE INDEX ix_rollup_hourly_endpoint_account_id_day ON rollup_hourly_endpoint (account_id, day)',
-    'CREATE INDEX ix_rollup_hourly_endpoint_account_id_hour_start ON rollup_hourly_endpoint (account_id, hour_start)',
+    'CREATE INDEX ix_rollup_endpoint_5min_account_id_bucket_start ON rollup_endpoint_5min (account_id, bucket_start)',
+    'CREATE INDEX ix_rollup_endpoint_5min_account_id_day ON rollup_endpoint_5min (account_id, day)',
     """CREATE TABLE account_totals (
 	account_id INTEGER NOT NULL,
 	cdrs BIGINT DEFAULT '0' NOT NULL,
@@ -97,20 +98,21 @@ TABLES: list[str] = [
 ]
 
 FUNCTIONS: list[str] = [
-    """CREATE FUNCTION cdr_rollup_hours(p_account integer, p_tz text, p_hours timestamptz[])
+    """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
-    DELETE FROM rollup_hourly WHERE account_id = p_account AND hour_start = ANY(p_hours);
-    INSERT INTO rollup_hourly (
-        account_id, hour_start, day, local_hour, legs, calls, answered, answered_seconds,
-        talk_seconds, end_ok, end_cancelled, end_no_answer, end_temporarily_unavailable,
-        end_not_found, end_decline, end_service_unavailable, end_other
+    DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    INSERT INTO rollup_5min (
+        account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
+        answered_seconds, talk_seconds, end_ok, end_cancelled, end_no_answer,
+        end_temporarily_unavailable, end_not_found, end_decline, end_service_unavailable, end_other
     )
     SELECT
         p_account,
-        c.hour_start,
-        (c.hour_start AT TIME ZONE p_tz)::date,
-        c.hour_start AT TIME ZONE p_tz,
+        c.bucket_start,
+        date_trunc('hour', c.bucket_start, p_tz),
+        (c.bucket_start AT TIME ZONE p_tz)::date,
+        date_trunc('hour', c.bucket_start AT TIME ZONE p_tz),
         sum(c.legs),
         count(*),
         count(*) FILTER (WHERE c.answered),
@@ -125,9 +127,9 @@ BEGIN
         sum(c.end_service_unavailable),
         sum(c.end_other)
     FROM (
-        -- one row per call and hour (every leg of a call has its call's start)
+        -- one row per call and bucket (every leg of a call has its call's start)
         SELECT
-            k.hour_start,
+            k.bucket_start,
             k.call_id,
             count(*) AS legs,
             bool_or(coalesce(d.duration, 0) > 0) AS answered,
@@ -150,21 +152,21 @@ BEGIN
             ) AS end_other
         FROM call_legs k
         JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-        WHERE k.account_id = p_account AND k.hour_start = ANY(p_hours)
-        GROUP BY k.hour_start, k.call_id
+        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+        GROUP BY k.bucket_start, k.call_id
     ) c
-    GROUP BY c.hour_start;
+    GROUP BY c.bucket_start;
 
-    DELETE FROM rollup_hourly_endpoint
-    WHERE account_id = p_account AND hour_start = ANY(p_hours);
-    INSERT INTO rollup_hourly_endpoint (
-        account_id, hour_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+    DELETE FROM rollup_endpoint_5min
+    WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    INSERT INTO rollup_endpoint_5min (
+        account_id, bucket_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
         incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
     )
     SELECT
         p_account,
-        e.hour_start,
-        (e.hour_start AT TIME ZONE p_tz)::date,
+        e.bucket_start,
+        (e.bucket_start AT TIME ZONE p_tz)::date,
         e.endpoint,
         (array_agg(e.endpoint_name ORDER BY e.leg_start DESC NULLS LAST, e.callid DESC)
             FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
@@ -180,7 +182,7 @@ BEGIN
         coalesce(sum(greatest(e.ring_time, 0)), 0)
     FROM (
         SELECT
-            k.hour_start,
+            k.bucket_start,
             k.callid,
             k.direction,
             k.leg_start,
@@ -194,9 +196,9 @@ BEGIN
             END AS endpoint_name
         FROM call_legs k
         JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-        WHERE k.account_id = p_account AND k.hour_start = ANY(p_hours)
+        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
     ) e
-    GROUP BY e.hour_start, e.endpoint;
+    GROUP BY e.bucket_start, e.endpoint;
 END
 $fn$""",
     """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])
@@ -205,7 +207,7 @@ DECLARE
     v_tz text;
     v_links text[];
     v_targets text[];
-    v_hours timestamptz[];
+    v_buckets timestamptz[];
     v_new bigint;
 BEGIN
     -- one refresher per account at a time: the next one sees what this one commits
@@ -242,14 +244,14 @@ BEGIN
         AND NOT EXISTS (
             SELECT 1 FROM call_legs k WHERE k.account_id = p_account AND k.callid = c.callid
         );
-    -- the hours those legs counted in before
-    SELECT array_agg(DISTINCT k.hour_start) INTO v_hours
+    -- the buckets those legs counted in before
+    SELECT array_agg(DISTINCT k.bucket_start) INTO v_buckets
     FROM call_legs k
-    WHERE k.account_id = p_account AND k.callid = ANY(v_targets) AND k.hour_start IS NOT NULL;
+    WHERE k.account_id = p_account AND k.callid = ANY(v_targets) AND k.bucket_start IS NOT NULL;
 
     DELETE FROM call_legs WHERE account_id = p_account AND callid = ANY(v_targets);
     INSERT INTO call_legs (
-        account_id, callid, link, call_id, role, direction, leg_start, call_start, hour_start
+        account_id, callid, link, call_id, role, direction, leg_start, call_start, bucket_start
     )
     SELECT
         r.account_id,
@@ -264,7 +266,7 @@ BEGIN
         END,
         r.leg_start,
         r.call_start,
-        date_trunc('hour', r.call_start, v_tz)
+        to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300)
     FROM (
         SELECT
             w.*,
@@ -302,17 +304,17 @@ BEGIN
         ) w
     ) r;
 
-    -- every hour those legs count in before or after
-    SELECT array_agg(DISTINCT x.h) INTO v_hours
+    -- every bucket those legs count in before or after
+    SELECT array_agg(DISTINCT x.b) INTO v_buckets
     FROM (
-        SELECT unnest(coalesce(v_hours, '{}')) AS h
+        SELECT unnest(coalesce(v_buckets, '{}')) AS b
         UNION ALL
-        SELECT k.hour_start
+        SELECT k.bucket_start
         FROM call_legs k
         WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
-            AND k.hour_start IS NOT NULL
+            AND k.bucket_start IS NOT NULL
     ) x;
-    PERFORM cdr_rollup_hours(p_account, v_tz, coalesce(v_hours, '{}'));
+    PERFORM cdr_rollup_buckets(p_account, v_tz, coalesce(v_buckets, '{}'));
 
     INSERT INTO account_totals (account_id, cdrs) VALUES (p_account, v_new)
     ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;
@@ -347,7 +349,7 @@ SELECT
     sum(r.end_decline)::bigint AS end_decline,
     sum(r.end_service_unavailable)::bigint AS end_service_unavailable,
     sum(r.end_other)::bigint AS end_other
-FROM rollup_hourly r
+FROM rollup_5min r
 JOIN accounts a ON a.id = r.account_id
 GROUP BY r.account_id, a.id, r.day""",
     "COMMENT ON VIEW v_daily_account IS 'Per account and day on the account''s clock (accounts.timezone): legs, calls, answered calls, minutes, ASR, ACD and legs by end_reason. A call counts on the local day of its start; an agent leg belongs to its trunk leg''s call.'",
@@ -389,9 +391,9 @@ SELECT
     sum(r.end_decline)::bigint AS end_decline,
     sum(r.end_service_unavailable)::bigint AS end_service_unavailable,
     sum(r.end_other)::bigint AS end_other
-FROM rollup_hourly r
+FROM rollup_5min r
 JOIN accounts a ON a.id = r.account_id
-GROUP BY r.account_id, a.id, r.hour_start""",
+GROUP BY r.account_id, a.id, r.hour_start, r.day, r.local_hour""",
     "COMMENT ON VIEW v_hourly_account IS 'v_daily_account per hour on the account''s clock: hour_start is the instant the local hour began (a repeated DST hour gives two rows).'",
     "COMMENT ON COLUMN v_hourly_account.account_id IS 'accounts.id'",
     "COMMENT ON COLUMN v_hourly_account.account_name IS 'accounts.name'",
@@ -426,7 +428,7 @@ SELECT
     sum(e.answered)::bigint AS answered,
     sum(e.talk_seconds)::bigint AS talk_seconds,
     sum(e.ring_seconds)::bigint AS ring_seconds
-FROM rollup_hourly_endpoint e
+FROM rollup_endpoint_5min e
 JOIN accounts a ON a.id = e.account_id
 GROUP BY e.account_id, a.id, e.day, e.endpoint""",
     "COMMENT ON VIEW v_daily_endpoint IS 'Per account, day on the account''s clock and endpoint (dnis_user of incoming legs, ani_user of outgoing ones): legs, answered legs, talk and ring seconds (negative ring_time counted as 0). Legs count on the local day of their call''s start.'",
@@ -818,12 +820,12 @@ def downgrade() -> None:
     _run(DROP_VIEWS)
     _run(OLD_VIEWS)
     op.execute(sa.text("DROP FUNCTION IF EXISTS cdr_rollup_refresh(integer, text[])"))
-    op.execute(sa.text("DROP FUNCTION IF EXISTS cdr_rollup_hours(integer, text, timestamptz[])"))
+    op.execute(sa.text("DROP FUNCTION IF EXISTS cdr_rollup_buckets(integer, text, timestamptz[])"))
     for table in (
         "rollup_rebuilds",
         "account_totals",
-        "rollup_hourly_endpoint",
-        "rollup_hourly",
+        "rollup_endpoint_5min",
+        "rollup_5min",
         "call_legs",
     ):
         op.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
