@@ -1,8 +1,9 @@
 """Views for BI: the usual telecom figures as plain SQL views (created by Alembic revision 0002).
 
-This module is the one place their SQL lives: the migration imports it. A later change to a
-view needs a new Alembic revision that replaces it (`CREATE OR REPLACE VIEW` or drop and
-create); edit the constants here together with that revision, never silently.
+This module holds their current SQL. Migrations never import it: each revision holds the
+SQL it applied, frozen (0002 created the views, 0005 made v_daily_account, v_hourly_account,
+v_daily_endpoint and v_sync_health read the kept data of etl/db/rollup.py). A later change
+to a view is a new revision holding its new SQL, generated from the constants here.
 
 Rules shared by every view
 --------------------------
