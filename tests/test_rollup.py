@@ -173,7 +173,7 @@ def test_two_writers_at_once_lose_nothing(engine: Engine) -> None:
 
 
 def _scramble(conn: Connection, account_id: int) -> None:
-    for table in ("rollup_5min", "rollup_endpoint_5min", "call_legs"):
+    for table in ("rollup_5min", "rollup_endpoint_5min", "rollup_endpoint_hourly", "call_legs"):
         conn.execute(
             text(f"DELETE FROM {table} WHERE account_id = :a AND random() < 0.5"),
             {"a": account_id},

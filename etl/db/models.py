@@ -313,9 +313,30 @@ rollup_endpoint_5min = Table(
     _big("talk_seconds"),
     _big("ring_seconds"),
     Index(None, "account_id", "bucket_start"),
-    Index(None, "account_id", "day"),
 )
 """Per account, 5-minute bucket and endpoint (null endpoint included): v_daily_endpoint's sums."""
+
+rollup_endpoint_hourly = Table(
+    "rollup_endpoint_hourly",
+    metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("hour_start", TZ, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("endpoint", Text),
+    Column("endpoint_name", Text),
+    Column("name_at", TZ),
+    Column("name_callid", Text),
+    _big("legs"),
+    _big("incoming_legs"),
+    _big("outgoing_legs"),
+    _big("answered"),
+    _big("talk_seconds"),
+    _big("ring_seconds"),
+    Index(None, "account_id", "day"),
+    Index(None, "account_id", "hour_start"),
+)
+"""rollup_endpoint_5min summed per local hour (recomputed from it for the hours a page
+touches): what v_daily_endpoint reads, 12 times fewer rows."""
 
 account_totals = Table(
     "account_totals",

@@ -11,6 +11,7 @@ Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
   buckets: a call counts in the bucket of its start).
 - `rollup_endpoint_5min`: per account, 5-minute bucket and endpoint, the sums behind
   `v_daily_endpoint`.
+- `rollup_endpoint_hourly`: the same summed per local hour, what `v_daily_endpoint` reads.
 - `account_totals`: rows in `cdrs` per account (`v_sync_health.rows_stored`).
 
 How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
@@ -56,6 +57,8 @@ __all__ = ["FUNCTIONS", "RebuildProgress", "rebuild", "refresh"]
 FUNCTIONS: tuple[str, ...] = (
     """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
 RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_hours timestamptz[];
 BEGIN
     DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
     INSERT INTO rollup_5min (
@@ -155,6 +158,39 @@ BEGIN
         WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
     ) e
     GROUP BY e.bucket_start, e.endpoint;
+
+    -- the local hours holding those buckets, recomputed from their buckets
+    SELECT array_agg(DISTINCT date_trunc('hour', b, p_tz)) INTO v_hours
+    FROM unnest(p_buckets) b;
+    DELETE FROM rollup_endpoint_hourly
+    WHERE account_id = p_account AND hour_start = ANY(coalesce(v_hours, '{}'));
+    INSERT INTO rollup_endpoint_hourly (
+        account_id, hour_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+        incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
+    )
+    SELECT
+        p_account,
+        h.hour_start,
+        (h.hour_start AT TIME ZONE p_tz)::date,
+        e.endpoint,
+        (array_agg(e.endpoint_name ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.name_at ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.name_callid ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        sum(e.legs),
+        sum(e.incoming_legs),
+        sum(e.outgoing_legs),
+        sum(e.answered),
+        sum(e.talk_seconds),
+        sum(e.ring_seconds)
+    FROM unnest(coalesce(v_hours, '{}')) h(hour_start)
+    JOIN rollup_endpoint_5min e
+        ON e.account_id = p_account
+        AND e.bucket_start >= h.hour_start
+        AND e.bucket_start < h.hour_start + interval '1 hour'
+    GROUP BY h.hour_start, e.endpoint;
 END
 $fn$""",
     """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])

@@ -382,7 +382,7 @@ SELECT
     sum(e.answered)::bigint AS answered,
     sum(e.talk_seconds)::bigint AS talk_seconds,
     sum(e.ring_seconds)::bigint AS ring_seconds
-FROM rollup_endpoint_5min e
+FROM rollup_endpoint_hourly e
 JOIN accounts a ON a.id = e.account_id
 GROUP BY e.account_id, a.id, e.day, e.endpoint
 """,

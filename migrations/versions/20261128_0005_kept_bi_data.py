@@ -1,4 +1,5 @@
-"""Kept BI data: call_legs, rollup_5min, rollup_endpoint_5min, account_totals,
+"""Kept BI data: call_legs, rollup_5min, rollup_endpoint_5min, rollup_endpoint_hourly,
+account_totals,
 rollup_rebuilds; the functions the load calls to keep them (cdr_rollup_refresh,
 cdr_rollup_buckets); v_daily_account, v_hourly_account, v_daily_endpoint and v_sync_health
 read them.
@@ -82,7 +83,24 @@ TABLES: list[str] = [
 	CONSTRAINT fk_rollup_endpoint_5min_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE
 )""",
     'CREATE INDEX ix_rollup_endpoint_5min_account_id_bucket_start ON rollup_endpoint_5min (account_id, bucket_start)',
-    'CREATE INDEX ix_rollup_endpoint_5min_account_id_day ON rollup_endpoint_5min (account_id, day)',
+    """CREATE TABLE rollup_endpoint_hourly (
+	account_id INTEGER NOT NULL,
+	hour_start TIMESTAMP WITH TIME ZONE NOT NULL,
+	day DATE NOT NULL,
+	endpoint TEXT,
+	endpoint_name TEXT,
+	name_at TIMESTAMP WITH TIME ZONE,
+	name_callid TEXT,
+	legs BIGINT DEFAULT '0' NOT NULL,
+	incoming_legs BIGINT DEFAULT '0' NOT NULL,
+	outgoing_legs BIGINT DEFAULT '0' NOT NULL,
+	answered BIGINT DEFAULT '0' NOT NULL,
+	talk_seconds BIGINT DEFAULT '0' NOT NULL,
+	ring_seconds BIGINT DEFAULT '0' NOT NULL,
+	CONSTRAINT fk_rollup_endpoint_hourly_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE
+)""",
+    'CREATE INDEX ix_rollup_endpoint_hourly_account_id_day ON rollup_endpoint_hourly (account_id, day)',
+    'CREATE INDEX ix_rollup_endpoint_hourly_account_id_hour_start ON rollup_endpoint_hourly (account_id, hour_start)',
     """CREATE TABLE account_totals (
 	account_id INTEGER NOT NULL,
 	cdrs BIGINT DEFAULT '0' NOT NULL,
@@ -100,6 +118,8 @@ TABLES: list[str] = [
 FUNCTIONS: list[str] = [
     """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
 RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_hours timestamptz[];
 BEGIN
     DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
     INSERT INTO rollup_5min (
@@ -199,6 +219,39 @@ BEGIN
         WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
     ) e
     GROUP BY e.bucket_start, e.endpoint;
+
+    -- the local hours holding those buckets, recomputed from their buckets
+    SELECT array_agg(DISTINCT date_trunc('hour', b, p_tz)) INTO v_hours
+    FROM unnest(p_buckets) b;
+    DELETE FROM rollup_endpoint_hourly
+    WHERE account_id = p_account AND hour_start = ANY(coalesce(v_hours, '{}'));
+    INSERT INTO rollup_endpoint_hourly (
+        account_id, hour_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+        incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
+    )
+    SELECT
+        p_account,
+        h.hour_start,
+        (h.hour_start AT TIME ZONE p_tz)::date,
+        e.endpoint,
+        (array_agg(e.endpoint_name ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.name_at ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.name_callid ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        sum(e.legs),
+        sum(e.incoming_legs),
+        sum(e.outgoing_legs),
+        sum(e.answered),
+        sum(e.talk_seconds),
+        sum(e.ring_seconds)
+    FROM unnest(coalesce(v_hours, '{}')) h(hour_start)
+    JOIN rollup_endpoint_5min e
+        ON e.account_id = p_account
+        AND e.bucket_start >= h.hour_start
+        AND e.bucket_start < h.hour_start + interval '1 hour'
+    GROUP BY h.hour_start, e.endpoint;
 END
 $fn$""",
     """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])
@@ -428,7 +481,7 @@ SELECT
     sum(e.answered)::bigint AS answered,
     sum(e.talk_seconds)::bigint AS talk_seconds,
     sum(e.ring_seconds)::bigint AS ring_seconds
-FROM rollup_endpoint_5min e
+FROM rollup_endpoint_hourly e
 JOIN accounts a ON a.id = e.account_id
 GROUP BY e.account_id, a.id, e.day, e.endpoint""",
     "COMMENT ON VIEW v_daily_endpoint IS 'Per account, day on the account''s clock and endpoint (dnis_user of incoming legs, ani_user of outgoing ones): legs, answered legs, talk and ring seconds (negative ring_time counted as 0). Legs count on the local day of their call''s start.'",
@@ -824,6 +877,7 @@ def downgrade() -> None:
     for table in (
         "rollup_rebuilds",
         "account_totals",
+        "rollup_endpoint_hourly",
         "rollup_endpoint_5min",
         "rollup_5min",
         "call_legs",
