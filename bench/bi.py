@@ -179,6 +179,20 @@ def time_queries(engine: Engine, account_id: int, runs: int) -> dict[str, float]
     return medians
 
 
+def report(engine: Engine, ids: dict[str, int], runs: int) -> None:
+    """Check against the recomputation, then time each dashboard query."""
+    with engine.connect() as conn:
+        total = conn.execute(text("SELECT count(*) FROM cdrs")).scalar()
+        day = conn.execute(
+            text("SELECT max(day) - 1 FROM rollup_5min WHERE account_id = :a"),
+            {"a": ids["cr"]},
+        ).scalar()
+    check_against_recomputation(engine, ids["cr"], day)
+    print(f"\n{total:,} legs; median of {runs} warm runs, one account:")
+    for label, ms in time_queries(engine, ids["cr"], runs).items():
+        print(f"  {label:40s} {ms:8.1f} ms", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Dashboard query times on N legs.")
     parser.add_argument("--legs", type=int, required=True, help="legs loaded through the loader")
@@ -198,18 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             engine, [AccountConfig(name=n, username=u, timezone=z) for n, u, z in ACCOUNTS]
         )
         hours = load(engine, ids, args.legs, args.calls_per_hour)
-        if args.scale > 1:
+        if args.scale > 1:  # the loaded size first, then K times it
+            report(engine, ids, args.runs)
             scale(engine, ids, hours, args.scale)
-        with engine.connect() as conn:
-            total = conn.execute(text("SELECT count(*) FROM cdrs")).scalar()
-            day = conn.execute(
-                text("SELECT max(day) - 1 FROM rollup_5min WHERE account_id = :a"),
-                {"a": ids["cr"]},
-            ).scalar()
-        check_against_recomputation(engine, ids["cr"], day)
-        print(f"\n{total:,} legs; median of {args.runs} warm runs, one account:")
-        for label, ms in time_queries(engine, ids["cr"], args.runs).items():
-            print(f"  {label:40s} {ms:8.1f} ms")
+        report(engine, ids, args.runs)
     finally:
         engine.dispose()
         if args.keep:
