@@ -185,12 +185,14 @@ def _scramble(conn: Connection, account_id: int) -> None:
 
 def test_rebuild_recomputes_after_a_timezone_change_and_resumes(engine: Engine) -> None:
     """rebuild() brings lost or stale kept data back to the recomputation, after a change of
-    the account's clock too; a rebuild that stopped part-way resumes from its stored day."""
+    the account's clock to one of another sub-hour offset too; a rebuild that stopped
+    part-way resumes from its stored day."""
     ids = setup(engine)
     load_pages(engine, ids["ny"], cdrs_of(records("7000001", NY, FALL_BACK_HOUR, 50), NY), 100)
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE accounts SET timezone = :z WHERE id = :a"), {"z": CR, "a": ids["ny"]}
+            text("UPDATE accounts SET timezone = :z WHERE id = :a"),
+            {"z": "Asia/Kolkata", "a": ids["ny"]},  # hours now begin at :30 UTC
         )
         _scramble(conn, ids["ny"])
         first_day = conn.execute(

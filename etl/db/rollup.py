@@ -354,6 +354,36 @@ _TOTALS = text(
     "ON CONFLICT (account_id) DO UPDATE SET cdrs = excluded.cdrs"
 )
 _LOCK = text("SELECT pg_advisory_xact_lock(726356, :a)")
+# All of an account's hourly endpoint rows again from its 5-minute rows: after a change of
+# timezone to one of another sub-hour offset (India's :30), old hour keys match no new hour.
+_ENDPOINT_HOURS = (
+    text("DELETE FROM rollup_endpoint_hourly WHERE account_id = :a"),
+    text(
+        """
+INSERT INTO rollup_endpoint_hourly (
+    account_id, hour_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+    incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
+)
+SELECT
+    e.account_id,
+    date_trunc('hour', e.bucket_start, a.timezone),
+    (date_trunc('hour', e.bucket_start, a.timezone) AT TIME ZONE a.timezone)::date,
+    e.endpoint,
+    (array_agg(e.endpoint_name ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+        FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+    (array_agg(e.name_at ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+        FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+    (array_agg(e.name_callid ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+        FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+    sum(e.legs), sum(e.incoming_legs), sum(e.outgoing_legs), sum(e.answered),
+    sum(e.talk_seconds), sum(e.ring_seconds)
+FROM rollup_endpoint_5min e
+JOIN accounts a ON a.id = e.account_id
+WHERE e.account_id = :a
+GROUP BY e.account_id, a.timezone, date_trunc('hour', e.bucket_start, a.timezone), e.endpoint
+"""
+    ),
+)
 
 
 def rebuild(
@@ -386,6 +416,8 @@ def rebuild(
         refresh(conn, account_id, list(conn.execute(_UNTIMED_CALLIDS, {"a": account_id}).scalars()))
         conn.execute(_LOCK, {"a": account_id})
         conn.execute(_TOTALS, {"a": account_id})  # recount: the refreshes above added nothing new
+        for statement in _ENDPOINT_HOURS:
+            conn.execute(statement, {"a": account_id})
         conn.execute(_FORGET, {"a": account_id})
     done += 1
     on_progress(RebuildProgress(account, done, total))
