@@ -83,10 +83,10 @@ class App:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-        if "etl.db.engine" in sys.modules:  # only a command that made an engine started one
-            from etl.db.engine import stop_embedded
+        if self._settings is not None and not self._settings.database_url:
+            from etl.db.engine import stop_embedded  # our handle on the embedded server
 
-            stop_embedded()
+            stop_embedded(self._settings.home)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -202,6 +202,48 @@ def check(app: App, names: tuple[str, ...]) -> int:
     for finding in check_accounts(settings, accounts):
         report(finding)
     return 1 if failed else 0
+
+
+@cli.command()
+@click.option("--rebuild", is_flag=True, required=True, help="Recompute from cdrs (required).")
+@click.option(
+    "--account", "names", multiple=True, metavar="NAME",
+    help="Account to rebuild (repeatable). Default: every configured account.",
+)  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@pass_app
+def rollup(app: App, rebuild: bool, names: tuple[str, ...], no_progress: bool) -> int:
+    """Recompute the kept BI data (call_legs, rollups) of accounts from cdrs.
+
+    After a timezone fix or a change of definition. One UTC day per transaction, its
+    position stored: a killed rebuild resumes where it stopped when run again. Dashboards
+    stay readable meanwhile (each day's figures change at once, at its commit).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from etl.db.rollup import RebuildProgress
+    from etl.db.rollup import rebuild as rebuild_account
+
+    _require_schema(app)
+    ids = app.sync_accounts()
+    unknown = [n for n in names if n not in ids]
+    if unknown:
+        raise ConfigError(f"--account: no configured account named {unknown[0]!r}")
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("days"), console=_console(stderr=True),
+        disable=no_progress or not _console(stderr=True).is_terminal,
+    )  # fmt: skip
+    with bar:
+        for name in names or tuple(ids):
+            task = bar.add_task(name, total=None)
+
+            def show(p: RebuildProgress, task: Any = task) -> None:
+                bar.update(task, completed=p.done, total=p.total)
+
+            days = rebuild_account(app.engine, ids[name], name, show)
+            _console().print(f"{name}: kept data rebuilt from cdrs ({days} days)")
+    return 0
 
 
 def _require_schema(app: App) -> None:

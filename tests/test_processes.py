@@ -19,6 +19,7 @@ from sqlalchemy import Engine, func, select, text
 
 from etl.db.models import backfill_windows, cdrs, runs, watermarks
 from etl.simulator import SimAccount, Simulator, SimulatorServer
+from tests.test_rollup import assert_kept_equals_recomputed
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +135,7 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
         wait_until(far_enough)
         process.send_signal(signal.SIGKILL)
         process.communicate()
+        assert_kept_equals_recomputed(engine)  # the rollups of what the killed run committed
     done = subprocess.run([sys.executable, "-m", "etl", *args], env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -144,6 +146,7 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
         marks = conn.scalar(select(func.count()).select_from(watermarks))
     assert windows == 24
     assert kinds == {"backfill"}
+    assert_kept_equals_recomputed(engine)
     assert marks == 0  # a backfill leaves the incremental watermarks alone
 
 
@@ -198,6 +201,7 @@ def test_sync_and_backfill_side_by_side(
             )
         }
     assert marks["2m"] >= now - timedelta(minutes=3)  # where the sync put it
+    assert_kept_equals_recomputed(engine)  # two writers of one account side by side
 
 
 def test_connection_cut_mid_run_then_next_run_is_exact(

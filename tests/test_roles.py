@@ -227,7 +227,12 @@ def test_downgrade_revokes_but_keeps_the_role_and_upgrade_regrants() -> None:
             with engine.connect() as conn:
                 views = text("SELECT count(*) FROM pg_views WHERE viewname LIKE 'v\\_%'")
                 assert conn.execute(views).scalar_one() == 0
-                assert not any(privileges(conn, READER_ROLE, TABLES, "SELECT").values())
+                present = [  # the tables of later revisions are gone at 0001
+                    t
+                    for t in TABLES
+                    if conn.execute(text("SELECT to_regclass(:t)"), {"t": t}).scalar()
+                ]
+                assert not any(privileges(conn, READER_ROLE, present, "SELECT").values())
                 defaults = conn.execute(
                     text("SELECT count(*) FROM pg_default_acl WHERE defaclacl::text LIKE :r"),
                     {"r": f"%{READER_ROLE}=%"},

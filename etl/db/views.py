@@ -1,8 +1,9 @@
 """Views for BI: the usual telecom figures as plain SQL views (created by Alembic revision 0002).
 
-This module is the one place their SQL lives: the migration imports it. A later change to a
-view needs a new Alembic revision that replaces it (`CREATE OR REPLACE VIEW` or drop and
-create); edit the constants here together with that revision, never silently.
+This module holds their current SQL. Migrations never import it: each revision holds the
+SQL it applied, frozen (0002 created the views, 0005 made v_daily_account, v_hourly_account,
+v_daily_endpoint and v_sync_health read the kept data of etl/db/rollup.py). A later change
+to a view is a new revision holding its new SQL, generated from the constants here.
 
 Rules shared by every view
 --------------------------
@@ -282,55 +283,30 @@ def _reason_column(reason: str) -> str:
     return f"end_{reason.lower()}"
 
 
-_PER_CALL_REASONS = ",\n".join(
-    f"        count(*) FILTER (WHERE end_reason = '{r}') AS {_reason_column(r)}"
-    for r in END_REASONS
-)
-_OTHER_REASONS = ", ".join(f"'{r}'" for r in END_REASONS)
 _SUM_REASONS = ",\n".join(
-    f"    sum(c.{_reason_column(r)})::bigint AS {_reason_column(r)}"
+    f"    sum(r.{_reason_column(r)})::bigint AS {_reason_column(r)}"
     for r in (*END_REASONS, "OTHER")
 )
 
 
-def _account_figures(period: str, outer_columns: str, outer_group: str) -> str:
-    """Per account and period: the legs grouped into calls, then the calls into periods.
-
-    `period` is the v_call_legs column the calls are grouped by (`day` or `hour_start`);
-    the outer query can read the account (`a`) to show the period on the account's clock.
-    """
+def _kept_figures(columns: str, group: str) -> str:
+    """Per account and period, from the kept rollup (`rollup_5min`): an hour or a day is the
+    sum of its 5-minute buckets, since a call counts in the bucket of its start."""
     return f"""
 SELECT
-    c.account_id,
+    r.account_id,
     a.name AS account_name,
-    {outer_columns},
-    sum(c.legs)::bigint AS legs,
-    count(*) AS calls,
-    count(*) FILTER (WHERE c.answered) AS answered,
-    round(coalesce(sum(c.answered_seconds), 0) / 60.0, 2) AS minutes,
-    round(count(*) FILTER (WHERE c.answered)::numeric / nullif(count(*), 0), 4) AS asr,
-    round(avg(c.talk_seconds) FILTER (WHERE c.answered), 2) AS acd,
+    {columns},
+    sum(r.legs)::bigint AS legs,
+    sum(r.calls)::bigint AS calls,
+    sum(r.answered)::bigint AS answered,
+    round(sum(r.answered_seconds) / 60.0, 2) AS minutes,
+    round(sum(r.answered)::numeric / nullif(sum(r.calls), 0), 4) AS asr,
+    round(sum(r.talk_seconds)::numeric / nullif(sum(r.answered), 0), 2) AS acd,
 {_SUM_REASONS}
-FROM (
-    -- one row per call: every leg of a call has the same call_start, hence period
-    SELECT
-        account_id,
-        {period},
-        call_id,
-        count(*) AS legs,
-        bool_or(answered) AS answered,
-        sum(duration) FILTER (WHERE answered) AS answered_seconds,
-        max(duration) FILTER (WHERE answered) AS talk_seconds,
-{_PER_CALL_REASONS},
-        count(*) FILTER (
-            WHERE end_reason IS NULL OR end_reason NOT IN ({_OTHER_REASONS})
-        ) AS end_other
-    FROM v_call_legs
-    WHERE call_start IS NOT NULL
-    GROUP BY account_id, {period}, call_id
-) c
-JOIN accounts a ON a.id = c.account_id
-GROUP BY c.account_id, a.id, {outer_group}
+FROM rollup_5min r
+JOIN accounts a ON a.id = r.account_id
+GROUP BY r.account_id, a.id, {group}
 """
 
 
@@ -355,7 +331,7 @@ V_DAILY_ACCOUNT = View(
         "answered calls, minutes, ASR, ACD and legs by end_reason. A call counts on the "
         "local day of its start; an agent leg belongs to its trunk leg's call."
     ),
-    select=_account_figures("day", "c.day", "c.day"),
+    select=_kept_figures("r.day", "r.day"),
     columns={
         "account_id": "accounts.id",
         "account_name": "accounts.name",
@@ -370,12 +346,8 @@ V_HOURLY_ACCOUNT = View(
         "v_daily_account per hour on the account's clock: hour_start is the instant the "
         "local hour began (a repeated DST hour gives two rows)."
     ),
-    select=_account_figures(
-        "hour_start",
-        "(c.hour_start AT TIME ZONE a.timezone)::date AS day,\n"
-        "    c.hour_start,\n"
-        "    c.hour_start AT TIME ZONE a.timezone AS local_hour",
-        "c.hour_start",
+    select=_kept_figures(
+        "r.day,\n    r.hour_start,\n    r.local_hour", "r.hour_start, r.day, r.local_hour"
     ),
     columns={
         "account_id": "accounts.id",
@@ -398,22 +370,21 @@ V_DAILY_ENDPOINT = View(
     ),
     select="""
 SELECT
-    l.account_id,
+    e.account_id,
     a.name AS account_name,
-    l.day,
-    l.endpoint,
-    (array_agg(l.endpoint_name ORDER BY l.leg_start DESC NULLS LAST, l.callid DESC)
-        FILTER (WHERE l.endpoint_name IS NOT NULL))[1] AS endpoint_name,
-    count(*) AS legs,
-    count(*) FILTER (WHERE l.direction = 'incoming') AS incoming_legs,
-    count(*) FILTER (WHERE l.direction = 'outgoing') AS outgoing_legs,
-    count(*) FILTER (WHERE l.answered) AS answered,
-    coalesce(sum(l.duration) FILTER (WHERE l.answered), 0) AS talk_seconds,
-    coalesce(sum(greatest(l.ring_time, 0)), 0) AS ring_seconds
-FROM v_call_legs l
-JOIN accounts a ON a.id = l.account_id
-WHERE l.call_start IS NOT NULL
-GROUP BY l.account_id, a.id, l.day, l.endpoint
+    e.day,
+    e.endpoint,
+    (array_agg(e.endpoint_name ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+        FILTER (WHERE e.endpoint_name IS NOT NULL))[1] AS endpoint_name,
+    sum(e.legs)::bigint AS legs,
+    sum(e.incoming_legs)::bigint AS incoming_legs,
+    sum(e.outgoing_legs)::bigint AS outgoing_legs,
+    sum(e.answered)::bigint AS answered,
+    sum(e.talk_seconds)::bigint AS talk_seconds,
+    sum(e.ring_seconds)::bigint AS ring_seconds
+FROM rollup_endpoint_hourly e
+JOIN accounts a ON a.id = e.account_id
+GROUP BY e.account_id, a.id, e.day, e.endpoint
 """,
     columns={
         "account_id": "accounts.id",
@@ -592,7 +563,7 @@ SELECT
     last_run.error AS last_run_error,
     last_sync.finished_at AS last_success_at,
     newest.detect_time AS newest_cdr_at,
-    stored.n AS rows_stored,
+    coalesce(stored.cdrs, 0) AS rows_stored,
     coalesce(r.n, 0) AS rejects,
     coalesce(f.n, 0) AS failed_runs_24h
 FROM accounts a
@@ -632,9 +603,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT max(detect_time) AS detect_time FROM cdrs WHERE cdrs.account_id = a.id
 ) newest ON true
-LEFT JOIN LATERAL (
-    SELECT count(*) AS n FROM cdrs WHERE cdrs.account_id = a.id
-) stored ON true
+LEFT JOIN account_totals stored ON stored.account_id = a.id
 LEFT JOIN (
     SELECT account_id, count(*) AS n FROM rejects GROUP BY account_id
 ) r ON r.account_id = a.id
@@ -661,7 +630,7 @@ LEFT JOIN (
         "last_run_error": "the latest run's error, if any",
         "last_success_at": "finished_at of the latest sync run with status ok",
         "newest_cdr_at": "the latest detect_time stored",
-        "rows_stored": "rows in cdrs",
+        "rows_stored": "rows in cdrs (kept in account_totals by the load)",
         "rejects": "distinct rejected records",
         "failed_runs_24h": "runs with status failed started in the last 24 hours",
     },

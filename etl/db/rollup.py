@@ -1,0 +1,424 @@
+"""Kept BI data: call-level facts and hourly rollups, maintained by the load.
+
+Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
+
+- `call_legs`: one row per `cdrs` row: its link (`ref_callid` of a trunk leg,
+  `original_callid` of any other leg), the call it belongs to (`call_id`), its `role`
+  (trunk | agent | single), `direction`, `leg_start`, `call_start` and `bucket_start` (the
+  5-minute UTC bucket of the call's start), by the rules of etl/db/views.py.
+- `rollup_5min`: per account and 5 minutes (UTC buckets inside one local hour), the sums
+  behind `v_hourly_account` and `v_daily_account` (an hour or a day is the sum of its
+  buckets: a call counts in the bucket of its start).
+- `rollup_endpoint_5min`: per account, 5-minute bucket and endpoint, the sums behind
+  `v_daily_endpoint`.
+- `rollup_endpoint_hourly`: the same summed per local hour, what `v_daily_endpoint` reads.
+- `account_totals`: rows in `cdrs` per account (`v_sync_health.rows_stored`).
+
+How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
+stores the page, in the page's transaction. The server-side function
+`cdr_rollup_refresh` (SQL held in revision 0005):
+
+1. takes a transaction-scoped advisory lock per account, so two writers of one account (a
+   backfill beside the daemon) refresh one after the other: the second one, in READ
+   COMMITTED, sees everything the first committed, so no figure is computed from a
+   snapshot that misses a committed page. The lock is taken after the page's rows are
+   written and the refresh touches no `cdrs` row lock, so it cannot close a deadlock cycle
+   (one page per transaction, as the pipeline does);
+2. finds the legs to recompute: the page's legs and every kept leg sharing a link with
+   them, before or after the page (an agent leg stored before its trunk leg is re-classed
+   when the trunk arrives, in another page, window, run or pass; an updated CDR that
+   changed its link leaves its old call right too);
+3. deletes and re-inserts those legs' `call_legs` rows, recomputed from `cdrs`;
+4. deletes and re-inserts the rollup rows of every bucket those legs were in before or are
+   in now, recomputed from `cdrs` through `call_legs` (delete + insert of the touched keys,
+   never +/- deltas: a figure is always a recomputation, so it cannot drift);
+5. adds the page's new legs to `account_totals`.
+
+So at every committed moment the kept data equals a full recomputation from `cdrs`
+(tests/test_rollup.py compares them with the old view SQL kept as an oracle).
+
+`rebuild` recomputes everything of an account day by day (by `detect_time`), each day
+in its own transaction, with the position stored in `rollup_rebuilds` so a killed rebuild
+resumes where it stopped: after a timezone fix or a change of definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import Text
+
+__all__ = ["FUNCTIONS", "RebuildProgress", "rebuild", "refresh"]
+
+FUNCTIONS: tuple[str, ...] = (
+    """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_hours timestamptz[];
+BEGIN
+    DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    INSERT INTO rollup_5min (
+        account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
+        answered_seconds, talk_seconds, end_ok, end_cancelled, end_no_answer,
+        end_temporarily_unavailable, end_not_found, end_decline, end_service_unavailable, end_other
+    )
+    SELECT
+        p_account,
+        c.bucket_start,
+        date_trunc('hour', c.bucket_start, p_tz),
+        (c.bucket_start AT TIME ZONE p_tz)::date,
+        date_trunc('hour', c.bucket_start AT TIME ZONE p_tz),
+        sum(c.legs),
+        count(*),
+        count(*) FILTER (WHERE c.answered),
+        coalesce(sum(c.answered_seconds), 0),
+        coalesce(sum(c.talk_seconds) FILTER (WHERE c.answered), 0),
+        sum(c.end_ok),
+        sum(c.end_cancelled),
+        sum(c.end_no_answer),
+        sum(c.end_temporarily_unavailable),
+        sum(c.end_not_found),
+        sum(c.end_decline),
+        sum(c.end_service_unavailable),
+        sum(c.end_other)
+    FROM (
+        -- one row per call and bucket (every leg of a call has its call's start)
+        SELECT
+            k.bucket_start,
+            k.call_id,
+            count(*) AS legs,
+            bool_or(coalesce(d.duration, 0) > 0) AS answered,
+            sum(d.duration) FILTER (WHERE d.duration > 0) AS answered_seconds,
+            max(d.duration) FILTER (WHERE d.duration > 0) AS talk_seconds,
+                count(*) FILTER (WHERE d.end_reason = 'OK') AS end_ok,
+                count(*) FILTER (WHERE d.end_reason = 'CANCELLED') AS end_cancelled,
+                count(*) FILTER (WHERE d.end_reason = 'NO_ANSWER') AS end_no_answer,
+                count(*) FILTER (WHERE d.end_reason = 'TEMPORARILY_UNAVAILABLE')
+                    AS end_temporarily_unavailable,
+                count(*) FILTER (WHERE d.end_reason = 'NOT_FOUND') AS end_not_found,
+                count(*) FILTER (WHERE d.end_reason = 'DECLINE') AS end_decline,
+                count(*) FILTER (WHERE d.end_reason = 'SERVICE_UNAVAILABLE')
+                    AS end_service_unavailable,
+            count(*) FILTER (
+                WHERE d.end_reason IS NULL OR d.end_reason NOT IN (
+                    'OK', 'CANCELLED', 'NO_ANSWER', 'TEMPORARILY_UNAVAILABLE', 'NOT_FOUND',
+                    'DECLINE', 'SERVICE_UNAVAILABLE'
+                )
+            ) AS end_other
+        FROM call_legs k
+        JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
+        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+        GROUP BY k.bucket_start, k.call_id
+    ) c
+    GROUP BY c.bucket_start;
+
+    DELETE FROM rollup_endpoint_5min
+    WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    INSERT INTO rollup_endpoint_5min (
+        account_id, bucket_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+        incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
+    )
+    SELECT
+        p_account,
+        e.bucket_start,
+        (e.bucket_start AT TIME ZONE p_tz)::date,
+        e.endpoint,
+        (array_agg(e.endpoint_name ORDER BY e.leg_start DESC NULLS LAST, e.callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.leg_start ORDER BY e.leg_start DESC NULLS LAST, e.callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.callid ORDER BY e.leg_start DESC NULLS LAST, e.callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        count(*),
+        count(*) FILTER (WHERE e.direction = 'incoming'),
+        count(*) FILTER (WHERE e.direction = 'outgoing'),
+        count(*) FILTER (WHERE e.duration > 0),
+        coalesce(sum(e.duration) FILTER (WHERE e.duration > 0), 0),
+        coalesce(sum(greatest(e.ring_time, 0)), 0)
+    FROM (
+        SELECT
+            k.bucket_start,
+            k.callid,
+            k.direction,
+            k.leg_start,
+            d.duration,
+            d.ring_time,
+            CASE WHEN k.direction = 'incoming' THEN d.dnis_user ELSE d.ani_user END
+                AS endpoint,
+            CASE
+                WHEN k.direction = 'incoming' THEN d.name_endpoint_dnis
+                ELSE d.name_endpoint_ani
+            END AS endpoint_name
+        FROM call_legs k
+        JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
+        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+    ) e
+    GROUP BY e.bucket_start, e.endpoint;
+
+    -- the local hours holding those buckets, recomputed from their buckets
+    SELECT array_agg(DISTINCT date_trunc('hour', b, p_tz)) INTO v_hours
+    FROM unnest(p_buckets) b;
+    DELETE FROM rollup_endpoint_hourly
+    WHERE account_id = p_account AND hour_start = ANY(coalesce(v_hours, '{}'));
+    INSERT INTO rollup_endpoint_hourly (
+        account_id, hour_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+        incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
+    )
+    SELECT
+        p_account,
+        h.hour_start,
+        (h.hour_start AT TIME ZONE p_tz)::date,
+        e.endpoint,
+        (array_agg(e.endpoint_name ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.name_at ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        (array_agg(e.name_callid ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+            FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+        sum(e.legs),
+        sum(e.incoming_legs),
+        sum(e.outgoing_legs),
+        sum(e.answered),
+        sum(e.talk_seconds),
+        sum(e.ring_seconds)
+    FROM unnest(coalesce(v_hours, '{}')) h(hour_start)
+    JOIN rollup_endpoint_5min e
+        ON e.account_id = p_account
+        AND e.bucket_start >= h.hour_start
+        AND e.bucket_start < h.hour_start + interval '1 hour'
+    GROUP BY h.hour_start, e.endpoint;
+END
+$fn$""",
+    """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_tz text;
+    v_links text[];
+    v_targets text[];
+    v_buckets timestamptz[];
+    v_new bigint;
+BEGIN
+    -- one refresher per account at a time: the next one sees what this one commits
+    PERFORM pg_advisory_xact_lock(726356, p_account);
+    SELECT timezone INTO v_tz FROM accounts WHERE id = p_account;
+    -- the links of the page's legs, as stored now and as kept before
+    SELECT array_agg(DISTINCT x.link) INTO v_links
+    FROM (
+        SELECT
+            CASE
+                WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
+                ELSE c.original_callid
+            END AS link
+        FROM cdrs c
+        WHERE c.account_id = p_account AND c.callid = ANY(p_callids)
+        UNION ALL
+        SELECT k.link
+        FROM call_legs k
+        WHERE k.account_id = p_account AND k.callid = ANY(p_callids)
+    ) x
+    WHERE x.link IS NOT NULL;
+    -- the legs to recompute: the page's and every kept leg sharing one of those links
+    SELECT array_agg(DISTINCT x.callid) INTO v_targets
+    FROM (
+        SELECT unnest(p_callids) AS callid
+        UNION ALL
+        SELECT k.callid
+        FROM call_legs k
+        WHERE k.account_id = p_account AND k.link = ANY(coalesce(v_links, '{}'))
+    ) x;
+    SELECT count(*) INTO v_new
+    FROM cdrs c
+    WHERE c.account_id = p_account AND c.callid = ANY(p_callids)
+        AND NOT EXISTS (
+            SELECT 1 FROM call_legs k WHERE k.account_id = p_account AND k.callid = c.callid
+        );
+    -- the buckets those legs counted in before
+    SELECT array_agg(DISTINCT k.bucket_start) INTO v_buckets
+    FROM call_legs k
+    WHERE k.account_id = p_account AND k.callid = ANY(v_targets) AND k.bucket_start IS NOT NULL;
+
+    DELETE FROM call_legs WHERE account_id = p_account AND callid = ANY(v_targets);
+    INSERT INTO call_legs (
+        account_id, callid, link, call_id, role, direction, leg_start, call_start, bucket_start
+    )
+    SELECT
+        r.account_id,
+        r.callid,
+        r.link,
+        CASE WHEN r.role = 'agent' THEN r.trunk_callid ELSE r.callid END,
+        r.role,
+        CASE
+            WHEN r.type = 'incoming' THEN 'incoming'
+            WHEN r.type IS NULL AND r.role IN ('trunk', 'agent') THEN 'incoming'
+            ELSE 'outgoing'
+        END,
+        r.leg_start,
+        r.call_start,
+        to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300)
+    FROM (
+        SELECT
+            w.*,
+            CASE
+                WHEN w.is_trunk THEN 'trunk'
+                WHEN w.trunk_callid IS NOT NULL THEN 'agent'
+                ELSE 'single'
+            END AS role,
+            CASE
+                WHEN NOT w.is_trunk AND w.trunk_callid IS NOT NULL
+                    THEN coalesce(w.trunk_start, w.leg_start)
+                ELSE w.leg_start
+            END AS call_start
+        FROM (
+            SELECT
+                j.*,
+                min(CASE WHEN j.is_trunk THEN j.callid END) OVER (PARTITION BY j.link)
+                    AS trunk_callid,
+                min(CASE WHEN j.is_trunk THEN j.leg_start END) OVER (PARTITION BY j.link)
+                    AS trunk_start
+            FROM (
+                SELECT
+                    c.account_id,
+                    c.callid,
+                    c.type,
+                    coalesce(c.detect_time, c.connect_time, c.disconnect_time) AS leg_start,
+                    coalesce(c.ref_callid, '0') <> '0' AS is_trunk,
+                    CASE
+                        WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
+                        ELSE c.original_callid
+                    END AS link
+                FROM cdrs c
+                WHERE c.account_id = p_account AND c.callid = ANY(v_targets)
+            ) j
+        ) w
+    ) r;
+
+    -- every bucket those legs count in before or after
+    SELECT array_agg(DISTINCT x.b) INTO v_buckets
+    FROM (
+        SELECT unnest(coalesce(v_buckets, '{}')) AS b
+        UNION ALL
+        SELECT k.bucket_start
+        FROM call_legs k
+        WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
+            AND k.bucket_start IS NOT NULL
+    ) x;
+    PERFORM cdr_rollup_buckets(p_account, v_tz, coalesce(v_buckets, '{}'));
+
+    INSERT INTO account_totals (account_id, cdrs) VALUES (p_account, v_new)
+    ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;
+END
+$fn$""",
+)
+"""The server-side functions the load calls (frozen into revision 0005 as applied)."""
+
+_REFRESH = text("SELECT cdr_rollup_refresh(:account_id, :callids)").bindparams(
+    bindparam("callids", type_=ARRAY(Text))
+)
+
+
+def refresh(conn: Connection, account_id: int, callids: Sequence[str]) -> None:
+    """Bring the kept data of these legs (and of their calls and hours) in step with
+    `cdrs`, in the caller's transaction."""
+    if callids:
+        conn.execute(_REFRESH, {"account_id": account_id, "callids": list(callids)})
+
+
+@dataclass
+class RebuildProgress:
+    account: str
+    done: int
+    total: int
+
+
+_DAYS = text(
+    "SELECT min(detect_time)::date, max(detect_time)::date FROM cdrs WHERE account_id = :a"
+)
+_DAY_CALLIDS = text(
+    "SELECT callid FROM cdrs WHERE account_id = :a "
+    "AND detect_time >= CAST(:d AS date) AND detect_time < CAST(:d AS date) + 1"
+)
+_UNTIMED_CALLIDS = text("SELECT callid FROM cdrs WHERE account_id = :a AND detect_time IS NULL")
+_STATE = text("SELECT next_day FROM rollup_rebuilds WHERE account_id = :a")
+_SAVE = text(
+    "INSERT INTO rollup_rebuilds (account_id, next_day) VALUES (:a, :d) "
+    "ON CONFLICT (account_id) DO UPDATE SET next_day = excluded.next_day"
+)
+_FORGET = text("DELETE FROM rollup_rebuilds WHERE account_id = :a")
+_TOTALS = text(
+    "INSERT INTO account_totals (account_id, cdrs) "
+    "SELECT :a, count(*) FROM cdrs WHERE account_id = :a "
+    "ON CONFLICT (account_id) DO UPDATE SET cdrs = excluded.cdrs"
+)
+_LOCK = text("SELECT pg_advisory_xact_lock(726356, :a)")
+# All of an account's hourly endpoint rows again from its 5-minute rows: after a change of
+# timezone to one of another sub-hour offset (India's :30), old hour keys match no new hour.
+_ENDPOINT_HOURS = (
+    text("DELETE FROM rollup_endpoint_hourly WHERE account_id = :a"),
+    text(
+        """
+INSERT INTO rollup_endpoint_hourly (
+    account_id, hour_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
+    incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
+)
+SELECT
+    e.account_id,
+    date_trunc('hour', e.bucket_start, a.timezone),
+    (date_trunc('hour', e.bucket_start, a.timezone) AT TIME ZONE a.timezone)::date,
+    e.endpoint,
+    (array_agg(e.endpoint_name ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+        FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+    (array_agg(e.name_at ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+        FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+    (array_agg(e.name_callid ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)
+        FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
+    sum(e.legs), sum(e.incoming_legs), sum(e.outgoing_legs), sum(e.answered),
+    sum(e.talk_seconds), sum(e.ring_seconds)
+FROM rollup_endpoint_5min e
+JOIN accounts a ON a.id = e.account_id
+WHERE e.account_id = :a
+GROUP BY e.account_id, a.timezone, date_trunc('hour', e.bucket_start, a.timezone), e.endpoint
+"""
+    ),
+)
+
+
+def rebuild(
+    engine: Engine,
+    account_id: int,
+    account: str,
+    on_progress: Callable[[RebuildProgress], None] = lambda _: None,
+) -> int:
+    """Recompute an account's kept data from `cdrs`, one UTC day of `detect_time` per
+    transaction, resuming after the last day a previous (killed) rebuild committed.
+    Returns the number of days recomputed in this call."""
+    with engine.connect() as conn:
+        first, last = conn.execute(_DAYS, {"a": account_id}).one()
+        resume = conn.execute(_STATE, {"a": account_id}).scalar()
+    if first is None:
+        first = last = datetime.now(UTC).date()
+    day: date = max(first, resume) if resume else first
+    total = (last - first).days + 2  # every day, then the legs with no detect_time
+    done: int = (day - first).days
+    on_progress(RebuildProgress(account, done, total))
+    while day <= last:
+        with engine.begin() as conn:
+            callids = list(conn.execute(_DAY_CALLIDS, {"a": account_id, "d": day}).scalars())
+            refresh(conn, account_id, callids)
+            day += timedelta(days=1)
+            conn.execute(_SAVE, {"a": account_id, "d": day})
+        done += 1
+        on_progress(RebuildProgress(account, done, total))
+    with engine.begin() as conn:
+        refresh(conn, account_id, list(conn.execute(_UNTIMED_CALLIDS, {"a": account_id}).scalars()))
+        conn.execute(_LOCK, {"a": account_id})
+        conn.execute(_TOTALS, {"a": account_id})  # recount: the refreshes above added nothing new
+        for statement in _ENDPOINT_HOURS:
+            conn.execute(statement, {"a": account_id})
+        conn.execute(_FORGET, {"a": account_id})
+    done += 1
+    on_progress(RebuildProgress(account, done, total))
+    return done
