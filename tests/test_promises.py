@@ -3,8 +3,10 @@ a resumed backfill, each against the simulator over real HTTP on a real PostgreS
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,8 +17,9 @@ from etl.api.client import CdrApiClient, RetryPolicy
 from etl.backfill import backfill_account
 from etl.config import AccountConfig
 from etl.db.accounts import upsert_accounts
-from etl.db.models import backfill_windows, cdrs, runs
+from etl.db.models import backfill_windows, cdrs, rejects, runs
 from etl.db.state import account_lock
+from etl.simulator import Faults
 from etl.simulator.data import MAX_CALL_SPAN
 from tests.simworld import USERNAME, World, local, utc, world
 from tests.test_processes import backfill_args, cli_env
@@ -176,3 +179,68 @@ def test_a_resumed_backfill_asks_only_for_the_windows_not_done(engine: Engine) -
         stored = w.stored()
         assert truth
         assert stored == truth
+
+
+class SpoilRecords(httpx.BaseTransport):
+    """Passes requests to the simulator and spoils, in every answer, the records `spoiled`
+    picks by callid (a connect_time that is no time): the page keeps its length."""
+
+    def __init__(self, spoiled: Callable[[str], bool]) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._spoiled = spoiled
+        self.spoilt = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        body = response.read()
+        response.close()
+        try:
+            records = json.loads(body)
+        except ValueError:
+            records = None
+        if isinstance(records, list):
+            for record in records:
+                if isinstance(record, dict) and self._spoiled(str(record.get("callid"))):
+                    record["connect_time"] = "not a time"
+                    self.spoilt += 1
+            body = json.dumps(records).encode()
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+        return httpx.Response(response.status_code, headers=headers, content=body)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_malformed_and_duplicated_records_end_to_end(engine: Engine) -> None:
+    """The provider serves spoilt records and duplicated rows: the spoilt ones land in
+    rejects and runs.rejected, every run is ok, the watermarks move, and everything else is
+    stored exactly once as served."""
+    with world(engine, now=START, faults=Faults(duplicate_rate=0.1), calls_per_hour=90) as w:
+        w.page_size = 100
+        w.spoiled = lambda callid: int(callid) % 17 == 0
+        transport = SpoilRecords(w.spoiled)
+        w._client = CdrApiClient(w.server.url, timeout=5, transport=transport,
+                                 sleep=lambda _: None)  # fmt: skip
+        results = [w.run()]
+        w.clock.advance(hours=2)
+        results.append(w.run())
+        assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+        assert w.watermarks()["1h"] > local(START, TZ) - timedelta(hours=1, minutes=1)
+        assert transport.spoilt > 0
+        with engine.connect() as conn:
+            rejected = conn.scalar(select(func.sum(runs.c.rejected)))
+            reject_ids = set(conn.execute(select(rejects.c.callid)).scalars())
+        first = local(START, TZ) - w.sync.initial_lookback
+        truth = w.truth(first, w.watermarks()["1h"] - timedelta(seconds=MAX_CALL_SPAN))
+        spoilt = {k for k in truth if w.spoiled(k)}
+        assert spoilt
+        assert spoilt <= reject_ids
+        assert rejected is not None
+        assert rejected >= len(spoilt)
+        stored = w.stored()
+        assert not set(stored) & reject_ids
+        assert {k: stored.get(k) for k in truth if k not in spoilt} == {
+            k: v for k, v in truth.items() if k not in spoilt
+        }
+        assert count(engine, cdrs) == len(stored)
+        assert w.sim.stats.rows > 0
