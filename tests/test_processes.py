@@ -220,7 +220,8 @@ def test_connection_cut_mid_run_then_next_run_is_exact(
         conn.execute(
             text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'cdr-etl' AND pid <> pg_backend_pid()"
+                "WHERE application_name = 'cdr-etl' AND datname = current_database() "
+                "AND pid <> pg_backend_pid()"
             )
         )
     out, err = process.communicate(timeout=300)
