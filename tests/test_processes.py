@@ -114,7 +114,8 @@ def wait_until(condition: Any, timeout: float = 60) -> None:
 def test_backfill_killed_at_random_moments_resumes_exactly(
     engine: Engine, db_url: str, sim: SimulatorServer, tmp_path: Path
 ) -> None:
-    """SIGKILL a backfill three times mid-run; the re-run completes it: exact, no doubles."""
+    """SIGKILL a backfill three times mid-run; the re-run asks the provider only for the
+    windows not marked done, and completes it: exact, no doubles."""
     env = cli_env(db_url, sim, tmp_path)
     end = wall(datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0)
     start = end - timedelta(hours=24)
@@ -136,9 +137,19 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
         process.send_signal(signal.SIGKILL)
         process.communicate()
         assert_kept_equals_recomputed(engine)  # the rollups of what the killed run committed
+    with engine.connect() as conn:
+        stored_windows = {
+            f"{s:%Y-%m-%d %H:%M:%S}"
+            for s in conn.execute(select(backfill_windows.c.window_start)).scalars()
+        }
+    assert len(stored_windows) < 24, "the kills left nothing to resume"
+    asked_before = sim.sim.stats.windows
     done = subprocess.run([sys.executable, "-m", "etl", *args], env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    asked = {w for w, n in sim.sim.stats.windows.items() if n > asked_before.get(w, 0)}
+    every = {f"{start + timedelta(hours=h):%Y-%m-%d %H:%M:%S}" for h in range(24)}
+    assert asked == every - stored_windows  # the windows not done, and only those
     assert_exact(engine, sim, start, end)
     with engine.connect() as conn:
         windows = conn.scalar(select(func.count()).select_from(backfill_windows))

@@ -95,9 +95,13 @@ class SimStats:
     rows: int = 0
     modes: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, int] = field(default_factory=dict)
+    """By-date requests answered, by their `dateStart`."""
 
     def copy(self) -> SimStats:
-        return SimStats(self.requests, self.rows, dict(self.modes), dict(self.faults))
+        return SimStats(
+            self.requests, self.rows, dict(self.modes), dict(self.faults), dict(self.windows)
+        )
 
 
 class Simulator:
@@ -196,6 +200,9 @@ class Simulator:
             if isinstance(answer, str):  # a request the real server answers with an error
                 return _error(answer, fmt)
             mode, rows = "date", answer
+            with self._stats_lock:
+                start = params.get("dateStart", "")
+                self._stats.windows[start] = self._stats.windows.get(start, 0) + 1
         with self._stats_lock:
             self._stats.modes[mode] = self._stats.modes.get(mode, 0) + 1
             self._stats.rows += len(rows)
