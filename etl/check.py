@@ -66,12 +66,34 @@ def check_database(settings: Settings) -> Iterator[Finding]:
     head = head_revision()
     if current == head:
         yield Finding("ok", "database", f"{where}, schema at the newest revision ({head})")
+        yield _kept_definitions(settings)
     else:
         yield Finding(
             "FAIL", "database",
             f"{where}: schema at revision {current or 'empty'}, the newest is {head}; "
             "run `cdr-etl migrate`",
         )  # fmt: skip
+
+
+def _kept_definitions(settings: Settings) -> Finding:
+    """The kept BI data is computed with the configured service-level threshold."""
+    from etl.db.engine import engine_from_settings
+    from etl.db.rollup import kept_service_level
+
+    engine = engine_from_settings(settings, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            kept = kept_service_level(conn)
+    finally:
+        engine.dispose()
+    wanted = settings.bi.service_level_seconds
+    if kept == wanted:
+        return Finding("ok", "bi", f"kept data computed with service_level_seconds = {kept}")
+    return Finding(
+        "FAIL", "bi",
+        f"bi.service_level_seconds is {wanted} but the kept data uses {kept}; "
+        "run `cdr-etl rollup --rebuild`",
+    )  # fmt: skip
 
 
 def check_api(settings: Settings) -> Finding:

@@ -221,7 +221,7 @@ def rollup(app: App, rebuild: bool, names: tuple[str, ...], no_progress: bool) -
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from etl.db.rollup import RebuildProgress
+    from etl.db.rollup import RebuildProgress, kept_service_level, set_service_level
     from etl.db.rollup import rebuild as rebuild_account
 
     _require_schema(app)
@@ -229,6 +229,15 @@ def rollup(app: App, rebuild: bool, names: tuple[str, ...], no_progress: bool) -
     unknown = [n for n in names if n not in ids]
     if unknown:
         raise ConfigError(f"--account: no configured account named {unknown[0]!r}")
+    wanted = app.settings.bi.service_level_seconds
+    with app.engine.begin() as conn:
+        kept = kept_service_level(conn)
+        if kept != wanted and names:
+            raise ConfigError(
+                f"bi.service_level_seconds: {wanted} s, the kept data uses {kept} s: rebuild "
+                "every account (cdr-etl rollup --rebuild without --account)"
+            )
+        set_service_level(conn, wanted)
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("days"), console=_console(stderr=True),

@@ -139,6 +139,12 @@ class DaemonSettings(_Section):
     shutdown_timeout: Duration = timedelta(seconds=20)
 
 
+class BiSettings(_Section):
+    # an inbound call answered by a person within this many seconds of its start counts in
+    # the service level; the kept data uses the value of the last `cdr-etl rollup --rebuild`
+    service_level_seconds: int = Field(20, ge=1, le=3600)
+
+
 class AccountConfig(_Section):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     username: str
@@ -217,6 +223,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     sync: SyncSettings = SyncSettings()
     daemon: DaemonSettings = DaemonSettings()
+    bi: BiSettings = BiSettings()
     accounts: tuple[AccountConfig, ...] = ()
 
     @field_validator("log_level", mode="before")
@@ -302,6 +309,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "CDR_ETL_SYNC_PASSES": ("sync", "passes"),
     "CDR_ETL_SYNC_INITIAL_LOOKBACK": ("sync", "initial_lookback"),
     "CDR_ETL_SYNC_MIN_WINDOW": ("sync", "min_window"),
+    "CDR_ETL_BI_SERVICE_LEVEL_SECONDS": ("bi", "service_level_seconds"),
     "CDR_ETL_DAEMON_HOST": ("daemon", "host"),
     "CDR_ETL_DAEMON_PORT": ("daemon", "port"),
 }

@@ -61,4 +61,5 @@ def truncate_all(url: str) -> None:
     names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        conn.execute(text("INSERT INTO rollup_settings DEFAULT VALUES"))  # as migrated
     engine.dispose()

@@ -58,7 +58,7 @@ def test_a_sound_setup_is_all_ok(server: SimulatorServer, db_url: str, tmp_path:
     result = check(server, db_url, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     found = lines(result)
-    assert [line.split()[0] for line in found] == ["ok"] * 5
+    assert [line.split()[0] for line in found] == ["ok"] * 6
     assert any("credentials of endpoint 8569841 accepted" in line for line in found)
     assert any("clock America/Costa_Rica plausible" in line for line in found)
     assert PASSWORD not in result.stdout + result.stderr

@@ -5,11 +5,13 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect, text
 
 from etl.db.engine import make_engine
 from etl.db.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
 from etl.db.models import metadata
+from etl.db.rollup import FUNCTIONS
+from etl.db.views import VIEWS
 from tests.dbutil import fresh_database
 
 CDR_COLUMNS = {
@@ -112,3 +114,27 @@ def test_no_revision_imports_application_code() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "etl"]
     assert offenders == []
+
+
+def test_head_applied_the_view_and_function_sql_the_code_holds(engine: Engine) -> None:
+    """The views and server functions at head are the ones etl/db/views.py and
+    etl/db/rollup.py hold: a change to either needs a new revision that applies it."""
+    with engine.connect() as conn:
+        conn.execute(text("CREATE SCHEMA scratch"))
+        conn.execute(text("SET LOCAL search_path = scratch, public"))
+        for view in VIEWS:
+            conn.execute(text(view.create().replace(view.name, f"scratch.{view.name}", 1)))
+            applied, held = (
+                conn.execute(text(f"SELECT pg_get_viewdef('{schema}.{view.name}'::regclass)"))
+                .scalar_one()
+                for schema in ("public", "scratch")
+            )
+            assert applied == held, view.name
+        for statement in FUNCTIONS:
+            name = statement.split("(", 1)[0].split()[-1]
+            body = statement.split("$fn$")[1]
+            applied = conn.execute(
+                text("SELECT prosrc FROM pg_proc WHERE proname = :n"), {"n": name}
+            ).scalar_one()
+            assert applied == body, name
+        conn.rollback()

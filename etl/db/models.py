@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -270,6 +272,8 @@ call_legs = Table(
     Column("leg_start", TZ),
     Column("call_start", TZ),
     Column("bucket_start", TZ),  # the 5-minute bucket (UTC) of its call's start
+    Column("talk_start", TZ),  # answered legs: connect_time (else disconnect - duration)
+    Column("talk_end", TZ),  # talk_start + duration (at most a day)
     Index(None, "account_id", "link"),
     Index(None, "account_id", "bucket_start"),
 )
@@ -289,6 +293,13 @@ rollup_5min = Table(
     _big("answered_seconds"),  # sum of duration over answered legs
     _big("talk_seconds"),  # sum over answered calls of their longest leg
     *(_big(f"end_{r}") for r in _END_COUNTS),
+    _big("network_failed"),  # unanswered calls whose own leg ended by the network's fault
+    _big("inbound_calls"),
+    _big("inbound_answered"),  # answered by a person (an agent, or a direct inbound leg)
+    _big("answered_within_sl"),  # ... within rollup_settings.service_level_seconds
+    _big("answer_wait_seconds"),  # sum of their waits
+    _big("abandoned"),  # inbound, not answered by a person, not failed by the network
+    _big("abandon_wait_seconds"),  # sum of the abandoned calls' time until they ended
     Index(None, "account_id", "day"),
 )
 """Per account and 5 minutes (UTC buckets: every zone's offset is a multiple of 15 minutes,
@@ -337,6 +348,27 @@ rollup_endpoint_hourly = Table(
 )
 """rollup_endpoint_5min summed per local hour (recomputed from it for the hours a page
 touches): what v_daily_endpoint reads, 12 times fewer rows."""
+
+concurrency_minute = Table(
+    "concurrency_minute",
+    metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("minute", TZ, primary_key=True),
+    Column("calls", Integer, nullable=False),
+)
+"""Per account and minute (UTC) with a call in progress: the answered calls whose talk span
+(their legs' first talk_start to last talk_end) overlaps the minute. Kept by the load with
++1/-1 per minute of each call's old and new span; minutes with no call have no row."""
+
+rollup_settings = Table(
+    "rollup_settings",
+    metadata,
+    Column("id", Boolean, primary_key=True, server_default=text("true")),
+    Column("service_level_seconds", Integer, nullable=False, server_default="20"),
+    CheckConstraint("id", name="one_row"),
+)
+"""The definitions the kept data was computed with (one row): `[bi] service_level_seconds`
+as of the last `cdr-etl rollup --rebuild`."""
 
 account_totals = Table(
     "account_totals",

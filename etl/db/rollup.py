@@ -13,6 +13,8 @@ Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
   `v_daily_endpoint`.
 - `rollup_endpoint_hourly`: the same summed per local hour, what `v_daily_endpoint` reads.
 - `account_totals`: rows in `cdrs` per account (`v_sync_health.rows_stored`).
+- `concurrency_minute`: per account and UTC minute, the answered calls in progress
+  (revision 0006); `rollup_settings`: the service-level threshold in use.
 
 How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
 stores the page, in the page's transaction. The server-side function
@@ -32,7 +34,10 @@ stores the page, in the page's transaction. The server-side function
 4. deletes and re-inserts the rollup rows of every bucket those legs were in before or are
    in now, recomputed from `cdrs` through `call_legs` (delete + insert of the touched keys,
    never +/- deltas: a figure is always a recomputation, so it cannot drift);
-5. adds the page's new legs to `account_totals`.
+5. takes each recomputed call's old talk span (from the `call_legs` rows it replaced) out
+   of `concurrency_minute` and puts its new one in (`cdr_concurrency_add`, -1 / +1 per
+   minute): exact, since the old span is precisely the one added when it was kept;
+6. adds the page's new legs to `account_totals`.
 
 So at every committed moment the kept data equals a full recomputation from `cdrs`
 (tests/test_rollup.py compares them with the old view SQL kept as an oracle).
@@ -52,48 +57,80 @@ from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
-__all__ = ["FUNCTIONS", "RebuildProgress", "rebuild", "refresh"]
+__all__ = [
+    "FUNCTIONS",
+    "RebuildProgress",
+    "kept_service_level",
+    "rebuild",
+    "refresh",
+    "set_service_level",
+]
 
 FUNCTIONS: tuple[str, ...] = (
     """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     v_hours timestamptz[];
+    v_sl integer;
 BEGIN
+    SELECT service_level_seconds INTO v_sl FROM rollup_settings;
     DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
     INSERT INTO rollup_5min (
         account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
         answered_seconds, talk_seconds, end_ok, end_cancelled, end_no_answer,
-        end_temporarily_unavailable, end_not_found, end_decline, end_service_unavailable, end_other
+        end_temporarily_unavailable, end_not_found, end_decline, end_service_unavailable,
+        end_other, network_failed, inbound_calls, inbound_answered, answered_within_sl,
+        answer_wait_seconds, abandoned, abandon_wait_seconds
     )
     SELECT
         p_account,
-        c.bucket_start,
-        date_trunc('hour', c.bucket_start, p_tz),
-        (c.bucket_start AT TIME ZONE p_tz)::date,
-        date_trunc('hour', c.bucket_start AT TIME ZONE p_tz),
-        sum(c.legs),
+        f.bucket_start,
+        date_trunc('hour', f.bucket_start, p_tz),
+        (f.bucket_start AT TIME ZONE p_tz)::date,
+        date_trunc('hour', f.bucket_start AT TIME ZONE p_tz),
+        sum(f.legs),
         count(*),
-        count(*) FILTER (WHERE c.answered),
-        coalesce(sum(c.answered_seconds), 0),
-        coalesce(sum(c.talk_seconds) FILTER (WHERE c.answered), 0),
-        sum(c.end_ok),
-        sum(c.end_cancelled),
-        sum(c.end_no_answer),
-        sum(c.end_temporarily_unavailable),
-        sum(c.end_not_found),
-        sum(c.end_decline),
-        sum(c.end_service_unavailable),
-        sum(c.end_other)
+        count(*) FILTER (WHERE f.answered),
+        coalesce(sum(f.answered_seconds), 0),
+        coalesce(sum(f.talk_seconds) FILTER (WHERE f.answered), 0),
+        sum(f.end_ok),
+        sum(f.end_cancelled),
+        sum(f.end_no_answer),
+        sum(f.end_temporarily_unavailable),
+        sum(f.end_not_found),
+        sum(f.end_decline),
+        sum(f.end_service_unavailable),
+        sum(f.end_other),
+        count(*) FILTER (WHERE f.network_failed),
+        count(*) FILTER (WHERE f.inbound),
+        count(*) FILTER (WHERE f.inbound AND f.person_answered),
+        count(*) FILTER (WHERE f.inbound AND f.person_answered AND f.wait <= v_sl),
+        coalesce(sum(f.wait) FILTER (WHERE f.inbound AND f.person_answered), 0),
+        count(*) FILTER (WHERE f.inbound AND NOT f.person_answered AND NOT f.network_failed),
+        coalesce(
+            sum(f.stayed) FILTER (
+                WHERE f.inbound AND NOT f.person_answered AND NOT f.network_failed
+            ),
+            0
+        )
     FROM (
-        -- one row per call and bucket (every leg of a call has its call's start)
+        -- one row per call: its flags (see etl/db/views.py for the definitions)
         SELECT
-            k.bucket_start,
-            k.call_id,
-            count(*) AS legs,
-            bool_or(coalesce(d.duration, 0) > 0) AS answered,
-            sum(d.duration) FILTER (WHERE d.duration > 0) AS answered_seconds,
-            max(d.duration) FILTER (WHERE d.duration > 0) AS talk_seconds,
+            c.*,
+            NOT c.answered AND NOT c.user_ended AS network_failed,
+            c.trunk OR c.direct_inbound AS inbound,
+            greatest(floor(extract(epoch FROM c.person_answered_at - c.started_at)), 0)
+                AS wait,
+            coalesce(greatest(floor(extract(epoch FROM c.ended_at - c.started_at)), 0), 0)
+                AS stayed
+        FROM (
+            SELECT
+                k.bucket_start,
+                k.call_id,
+                count(*) AS legs,
+                bool_or(coalesce(d.duration, 0) > 0) AS answered,
+                sum(d.duration) FILTER (WHERE d.duration > 0) AS answered_seconds,
+                max(d.duration) FILTER (WHERE d.duration > 0) AS talk_seconds,
                 count(*) FILTER (WHERE d.end_reason = 'OK') AS end_ok,
                 count(*) FILTER (WHERE d.end_reason = 'CANCELLED') AS end_cancelled,
                 count(*) FILTER (WHERE d.end_reason = 'NO_ANSWER') AS end_no_answer,
@@ -103,18 +140,45 @@ BEGIN
                 count(*) FILTER (WHERE d.end_reason = 'DECLINE') AS end_decline,
                 count(*) FILTER (WHERE d.end_reason = 'SERVICE_UNAVAILABLE')
                     AS end_service_unavailable,
-            count(*) FILTER (
-                WHERE d.end_reason IS NULL OR d.end_reason NOT IN (
-                    'OK', 'CANCELLED', 'NO_ANSWER', 'TEMPORARILY_UNAVAILABLE', 'NOT_FOUND',
-                    'DECLINE', 'SERVICE_UNAVAILABLE'
-                )
-            ) AS end_other
-        FROM call_legs k
-        JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
-        GROUP BY k.bucket_start, k.call_id
-    ) c
-    GROUP BY c.bucket_start;
+                count(*) FILTER (
+                    WHERE d.end_reason IS NULL OR d.end_reason NOT IN (
+                        'OK', 'CANCELLED', 'NO_ANSWER', 'TEMPORARILY_UNAVAILABLE',
+                        'NOT_FOUND', 'DECLINE', 'SERVICE_UNAVAILABLE'
+                    )
+                ) AS end_other,
+                -- the call's own leg (its trunk leg, or the single leg) ended by the user's side
+                coalesce(
+                    bool_or(
+                        k.role <> 'agent' AND d.end_reason IN (
+                            'OK', 'CANCELLED', 'NO_ANSWER', 'DECLINE', 'BUSY',
+                            'TEMPORARILY_UNAVAILABLE'
+                        )
+                    ),
+                    false
+                ) AS user_ended,
+                bool_or(k.role = 'trunk') AS trunk,
+                coalesce(
+                    bool_or(
+                        k.role = 'single' AND d.type = 'incoming'
+                        AND (d.original_callid IS NULL OR d.original_callid = d.callid)
+                    ),
+                    false
+                ) AS direct_inbound,
+                -- answered by a person: an agent leg, or a direct inbound leg itself
+                coalesce(bool_or(k.role <> 'trunk' AND d.duration > 0), false)
+                    AS person_answered,
+                min(
+                    coalesce(d.connect_time, d.disconnect_time - make_interval(secs => d.duration))
+                ) FILTER (WHERE k.role <> 'trunk' AND d.duration > 0) AS person_answered_at,
+                max(k.leg_start) FILTER (WHERE k.role <> 'agent') AS started_at,
+                max(d.disconnect_time) AS ended_at
+            FROM call_legs k
+            JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
+            WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+            GROUP BY k.bucket_start, k.call_id
+        ) c
+    ) f
+    GROUP BY f.bucket_start;
 
     DELETE FROM rollup_endpoint_5min
     WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
@@ -193,6 +257,52 @@ BEGIN
     GROUP BY h.hour_start, e.endpoint;
 END
 $fn$""",
+    """CREATE FUNCTION cdr_concurrency_add(p_account integer, p_spans tstzrange[], p_n integer)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_minutes timestamptz[];
+BEGIN
+    -- every minute a span overlaps: from its start's minute to the minute before its end
+    WITH delta AS (
+        SELECT m.minute, count(*) * p_n AS n
+        FROM unnest(coalesce(p_spans, '{}')) s(span),
+            generate_series(
+                date_trunc('minute', lower(s.span), 'UTC'),
+                upper(s.span) - interval '1 microsecond',
+                interval '1 minute'
+            ) m(minute)
+        WHERE NOT isempty(s.span)
+        GROUP BY m.minute
+    ), kept AS (
+        INSERT INTO concurrency_minute AS c (account_id, minute, calls)
+        SELECT p_account, d.minute, d.n FROM delta d ORDER BY d.minute
+        ON CONFLICT (account_id, minute) DO UPDATE SET calls = c.calls + excluded.calls
+        RETURNING c.minute, c.calls
+    )
+    SELECT array_agg(kept.minute) INTO v_minutes FROM kept WHERE kept.calls = 0;
+    DELETE FROM concurrency_minute
+    WHERE account_id = p_account AND minute = ANY(coalesce(v_minutes, '{}'));
+END
+$fn$""",
+    """CREATE FUNCTION cdr_concurrency_rebuild(p_account integer)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM concurrency_minute WHERE account_id = p_account;
+    PERFORM cdr_concurrency_add(
+        p_account,
+        (
+            SELECT array_agg(tstzrange(s.talk_start, s.talk_end))
+            FROM (
+                SELECT min(k.talk_start) AS talk_start, max(k.talk_end) AS talk_end
+                FROM call_legs k
+                WHERE k.account_id = p_account AND k.talk_start IS NOT NULL
+                GROUP BY k.call_id
+            ) s
+        ),
+        1
+    );
+END
+$fn$""",
     """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -201,6 +311,7 @@ DECLARE
     v_targets text[];
     v_buckets timestamptz[];
     v_new bigint;
+    v_spans tstzrange[];
 BEGIN
     -- one refresher per account at a time: the next one sees what this one commits
     PERFORM pg_advisory_xact_lock(726356, p_account);
@@ -241,9 +352,20 @@ BEGIN
     FROM call_legs k
     WHERE k.account_id = p_account AND k.callid = ANY(v_targets) AND k.bucket_start IS NOT NULL;
 
+    -- the talk spans of the calls those legs made, as counted in concurrency_minute before
+    SELECT array_agg(tstzrange(s.talk_start, s.talk_end)) INTO v_spans
+    FROM (
+        SELECT min(k.talk_start) AS talk_start, max(k.talk_end) AS talk_end
+        FROM call_legs k
+        WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
+            AND k.talk_start IS NOT NULL
+        GROUP BY k.call_id
+    ) s;
+
     DELETE FROM call_legs WHERE account_id = p_account AND callid = ANY(v_targets);
     INSERT INTO call_legs (
-        account_id, callid, link, call_id, role, direction, leg_start, call_start, bucket_start
+        account_id, callid, link, call_id, role, direction, leg_start, call_start, bucket_start,
+        talk_start, talk_end
     )
     SELECT
         r.account_id,
@@ -258,7 +380,9 @@ BEGIN
         END,
         r.leg_start,
         r.call_start,
-        to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300)
+        to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300),
+        r.talk_start,
+        r.talk_start + make_interval(secs => least(r.duration, 86400))
     FROM (
         SELECT
             w.*,
@@ -284,6 +408,10 @@ BEGIN
                     c.account_id,
                     c.callid,
                     c.type,
+                    c.duration,
+                    CASE WHEN c.duration > 0 THEN coalesce(
+                        c.connect_time, c.disconnect_time - make_interval(secs => c.duration)
+                    ) END AS talk_start,
                     coalesce(c.detect_time, c.connect_time, c.disconnect_time) AS leg_start,
                     coalesce(c.ref_callid, '0') <> '0' AS is_trunk,
                     CASE
@@ -307,6 +435,18 @@ BEGIN
             AND k.bucket_start IS NOT NULL
     ) x;
     PERFORM cdr_rollup_buckets(p_account, v_tz, coalesce(v_buckets, '{}'));
+    -- concurrency: minus the calls' old talk spans, plus their new ones (exact: the old
+    -- spans are the ones added when those legs were kept)
+    PERFORM cdr_concurrency_add(p_account, v_spans, -1);
+    SELECT array_agg(tstzrange(s.talk_start, s.talk_end)) INTO v_spans
+    FROM (
+        SELECT min(k.talk_start) AS talk_start, max(k.talk_end) AS talk_end
+        FROM call_legs k
+        WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
+            AND k.talk_start IS NOT NULL
+        GROUP BY k.call_id
+    ) s;
+    PERFORM cdr_concurrency_add(p_account, v_spans, 1);
 
     INSERT INTO account_totals (account_id, cdrs) VALUES (p_account, v_new)
     ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;
@@ -354,6 +494,25 @@ _TOTALS = text(
     "ON CONFLICT (account_id) DO UPDATE SET cdrs = excluded.cdrs"
 )
 _LOCK = text("SELECT pg_advisory_xact_lock(726356, :a)")
+_CONCURRENCY = text("SELECT cdr_concurrency_rebuild(:a)")
+_KEPT_SL = text("SELECT service_level_seconds FROM rollup_settings")
+_SET_SL = text(
+    "INSERT INTO rollup_settings (id, service_level_seconds) VALUES (true, :s) "
+    "ON CONFLICT (id) DO UPDATE SET service_level_seconds = excluded.service_level_seconds"
+)
+
+
+def kept_service_level(conn: Connection) -> int:
+    """The service-level threshold (seconds) the kept data is computed with."""
+    return int(conn.execute(_KEPT_SL).scalar_one())
+
+
+def set_service_level(conn: Connection, seconds: int) -> None:
+    """Compute the kept data with this threshold from now on (a rebuild applies it to the
+    data kept before)."""
+    conn.execute(_SET_SL, {"s": seconds})
+
+
 # All of an account's hourly endpoint rows again from its 5-minute rows: after a change of
 # timezone to one of another sub-hour offset (India's :30), old hour keys match no new hour.
 _ENDPOINT_HOURS = (
@@ -416,6 +575,7 @@ def rebuild(
         refresh(conn, account_id, list(conn.execute(_UNTIMED_CALLIDS, {"a": account_id}).scalars()))
         conn.execute(_LOCK, {"a": account_id})
         conn.execute(_TOTALS, {"a": account_id})  # recount: the refreshes above added nothing new
+        conn.execute(_CONCURRENCY, {"a": account_id})  # every minute again, from call_legs
         for statement in _ENDPOINT_HOURS:
             conn.execute(statement, {"a": account_id})
         conn.execute(_FORGET, {"a": account_id})

@@ -46,13 +46,43 @@ Views and their columns
     talk seconds are the longest duration among its legs, i.e. the caller's connected
     time); end_ok, end_cancelled, end_no_answer, end_temporarily_unavailable,
     end_not_found, end_decline, end_service_unavailable, end_other (legs by end_reason;
-    end_other holds every other value, "" and null included; they add up to legs).
+    end_other holds every other value, "" and null included; they add up to legs); then
+    the figures of revision 0006 (below): ner; inbound_calls, inbound_answered,
+    answered_within_sl, service_level, asa, abandoned, abandon_rate, abandon_wait_avg;
+    peak_concurrent, peak_minute.
 
 `v_hourly_account`: the same figures per account and local hour.
     account_id, account_name, day, hour_start (timestamptz: the instant the local hour
     began, the row's key even where a fall-back repeats a wall-clock hour), local_hour (the
-    hour on the account's wall clock), then legs, calls, answered, minutes, asr, acd and
-    the end_* counts as in v_daily_account.
+    hour on the account's wall clock), then legs, calls, answered, minutes, asr, acd,
+    the end_* counts, ner, inbound_calls, inbound_answered, answered_within_sl,
+    service_level, asa, abandoned, abandon_rate, abandon_wait_avg, peak_concurrent and
+    peak_minute as in v_daily_account, per hour.
+
+Figures for call centres and trunk sizing (v_daily_account, v_hourly_account):
+- **ner** (ITU-T E.411 network effectiveness ratio) = 1 - calls failed by the network /
+  calls. A call failed by the network is unanswered and its own leg (the trunk leg, else
+  its single leg) ended with none of the user-side reasons `USER_END_REASONS` (OK,
+  CANCELLED, NO_ANSWER, DECLINE, BUSY, TEMPORARILY_UNAVAILABLE: answer, caller gave up,
+  ring no answer, terminal rejection or busy, terminal unavailable). `NOT_FOUND`,
+  `SERVICE_UNAVAILABLE`, empty, null and unknown reasons count against it.
+- **Inbound calls** are the calls v_inbound_calls lists (trunk legs, direct inbound legs).
+  **Answered by a person**: an agent leg answered (duration > 0), or for a direct inbound
+  leg, the leg itself; an IVR answering the trunk leg is not an answer by a person.
+  **Wait**: from the call's start (its trunk leg's start) to the first person's answer
+  (connect_time, else disconnect_time - duration), whole seconds, never negative.
+  inbound_answered counts them; answered_within_sl those whose wait is at most the
+  threshold (`[bi] service_level_seconds`, default 20, as kept in rollup_settings);
+  service_level = answered_within_sl / inbound_calls; asa (average speed of answer) = mean
+  wait of inbound_answered. **Abandoned**: inbound, not answered by a person, not failed by
+  the network (the caller left in the IVR or while agents rang); abandon_rate = abandoned /
+  inbound_calls; abandon_wait_avg = mean seconds from their start to their last leg's
+  disconnect_time (0 when unknown).
+- **Calls in progress** (v_concurrency_minute): an answered leg talks from its connect_time
+  (else disconnect_time - duration) for its duration (up to a day); a call talks from its
+  legs' first talk to their last; it counts in every minute that span overlaps, so a
+  60-minute call counts in each of its 60 minutes. peak_concurrent is the period's
+  largest count, peak_minute the first minute that reached it (UTC instant).
 
 `v_daily_endpoint`: one row per account, local day and endpoint.
     account_id, account_name, day, endpoint, endpoint_name (the latest non-null name
@@ -83,6 +113,11 @@ is missing, a call of its own in v_daily_account, is not listed here).
     latest run of any kind); last_success_at (finished_at of the latest successful sync
     run); newest_cdr_at (latest detect_time stored); rows_stored (cdrs rows); rejects
     (distinct rejected records); failed_runs_24h (runs failed in the last 24 hours).
+
+`v_concurrency_minute`: one row per account and minute with a call in progress (from the
+CDRs, kept in `concurrency_minute` by the load).
+    account_id, account_name, minute (timestamptz), local_minute (account's wall clock);
+    calls (answered calls in progress at some moment of the minute).
 
 `v_live_concurrency`: one row per account and minute with live samples.
     account_id, account_name, minute (timestamptz), local_minute (account's wall
@@ -120,6 +155,19 @@ END_REASONS: tuple[str, ...] = (
     "SERVICE_UNAVAILABLE",
 )
 """The end reasons with a column of their own (`end_<lower case>`); the rest is `end_other`."""
+
+USER_END_REASONS: tuple[str, ...] = (
+    "OK",
+    "CANCELLED",
+    "NO_ANSWER",
+    "DECLINE",
+    "BUSY",
+    "TEMPORARILY_UNAVAILABLE",
+)
+"""End reasons of an unanswered call that do not count against NER (ITU-T E.411 counts as
+effective: answer, user busy, ring no answer, terminal rejection or unavailability; the
+caller giving up is the user's side too). Every other value, `NOT_FOUND`,
+`SERVICE_UNAVAILABLE`, empty and null included, counts as failed by the network."""
 
 
 @dataclass(frozen=True)
@@ -289,24 +337,66 @@ _SUM_REASONS = ",\n".join(
 )
 
 
-def _kept_figures(columns: str, group: str) -> str:
+_FIGURES_OF_G = f"""    g.legs, g.calls, g.answered, g.minutes, g.asr, g.acd,
+    {", ".join(f"g.{_reason_column(r)}" for r in (*END_REASONS, "OTHER"))},
+    round(1 - g.network_failed::numeric / nullif(g.calls, 0), 4) AS ner,
+    g.inbound_calls,
+    g.inbound_answered,
+    g.answered_within_sl,
+    round(g.answered_within_sl::numeric / nullif(g.inbound_calls, 0), 4) AS service_level,
+    round(g.answer_wait_seconds::numeric / nullif(g.inbound_answered, 0), 2) AS asa,
+    g.abandoned,
+    round(g.abandoned::numeric / nullif(g.inbound_calls, 0), 4) AS abandon_rate,
+    round(g.abandon_wait_seconds::numeric / nullif(g.abandoned, 0), 2) AS abandon_wait_avg,
+    coalesce(p.calls, 0) AS peak_concurrent,
+    p.minute AS peak_minute"""
+"""The columns of v_daily_account and v_hourly_account after their keys, from the sums `g`
+and the busiest minute `p`."""
+
+
+def _kept_figures(keys: tuple[str, ...], period: tuple[str, str]) -> str:
     """Per account and period, from the kept rollup (`rollup_5min`): an hour or a day is the
-    sum of its 5-minute buckets, since a call counts in the bucket of its start."""
+    sum of its 5-minute buckets, since a call counts in the bucket of its start. The peak of
+    calls in progress is the period's busiest minute in `concurrency_minute` (one index
+    range of at most 1,440 rows a day)."""
+    first, end = period
     return f"""
+SELECT
+    g.account_id,
+    g.account_name,
+    {", ".join(f"g.{k}" for k in keys)},
+{_FIGURES_OF_G}
+FROM (
 SELECT
     r.account_id,
     a.name AS account_name,
-    {columns},
+    a.timezone,
+    {", ".join(f"r.{k}" for k in keys)},
     sum(r.legs)::bigint AS legs,
     sum(r.calls)::bigint AS calls,
     sum(r.answered)::bigint AS answered,
     round(sum(r.answered_seconds) / 60.0, 2) AS minutes,
     round(sum(r.answered)::numeric / nullif(sum(r.calls), 0), 4) AS asr,
     round(sum(r.talk_seconds)::numeric / nullif(sum(r.answered), 0), 2) AS acd,
-{_SUM_REASONS}
+{_SUM_REASONS},
+    sum(r.network_failed)::bigint AS network_failed,
+    sum(r.inbound_calls)::bigint AS inbound_calls,
+    sum(r.inbound_answered)::bigint AS inbound_answered,
+    sum(r.answered_within_sl)::bigint AS answered_within_sl,
+    sum(r.answer_wait_seconds)::bigint AS answer_wait_seconds,
+    sum(r.abandoned)::bigint AS abandoned,
+    sum(r.abandon_wait_seconds)::bigint AS abandon_wait_seconds
 FROM rollup_5min r
 JOIN accounts a ON a.id = r.account_id
-GROUP BY r.account_id, a.id, {group}
+GROUP BY r.account_id, a.id, {", ".join(f"r.{k}" for k in keys)}
+) g
+LEFT JOIN LATERAL (
+    SELECT c.calls, c.minute
+    FROM concurrency_minute c
+    WHERE c.account_id = g.account_id AND c.minute >= {first} AND c.minute < {end}
+    ORDER BY c.calls DESC, c.minute
+    LIMIT 1
+) p ON true
 """
 
 
@@ -322,6 +412,24 @@ _FIGURE_COLUMNS: dict[str, str] = {
         for r in END_REASONS  # one column per usual end reason
     },
     "end_other": "legs with any other end_reason, empty and null included",
+    "ner": "network effectiveness ratio (ITU-T E.411): 1 - calls failed by the network / "
+    "calls, rounded to 4. A call failed by the network is unanswered and its own leg (trunk "
+    "or single) ended with none of " + ", ".join(USER_END_REASONS),
+    "inbound_calls": "inbound calls (the rows of v_inbound_calls)",
+    "inbound_answered": "inbound calls answered by a person: an agent leg, or a direct "
+    "inbound leg itself (an IVR answering the trunk leg does not count)",
+    "answered_within_sl": "inbound calls answered by a person within the service-level "
+    "threshold (rollup_settings.service_level_seconds, default 20) of the call's start",
+    "service_level": "answered_within_sl / inbound_calls, rounded to 4",
+    "asa": "average speed of answer: mean seconds from the call's start to a person's "
+    "answer over inbound_answered, rounded to 2",
+    "abandoned": "inbound calls not answered by a person and not failed by the network "
+    "(the caller left, in the IVR or waiting)",
+    "abandon_rate": "abandoned / inbound_calls, rounded to 4",
+    "abandon_wait_avg": "mean seconds from an abandoned call's start to its end, rounded to 2",
+    "peak_concurrent": "most calls in progress in one minute of the period "
+    "(v_concurrency_minute; 0 when none)",
+    "peak_minute": "the first minute that reached peak_concurrent (null when none)",
 }
 
 V_DAILY_ACCOUNT = View(
@@ -331,7 +439,13 @@ V_DAILY_ACCOUNT = View(
         "answered calls, minutes, ASR, ACD and legs by end_reason. A call counts on the "
         "local day of its start; an agent leg belongs to its trunk leg's call."
     ),
-    select=_kept_figures("r.day", "r.day"),
+    select=_kept_figures(
+        ("day",),
+        (
+            "(g.day::timestamp AT TIME ZONE g.timezone)",
+            "((g.day + 1)::timestamp AT TIME ZONE g.timezone)",
+        ),
+    ),
     columns={
         "account_id": "accounts.id",
         "account_name": "accounts.name",
@@ -347,7 +461,7 @@ V_HOURLY_ACCOUNT = View(
         "local hour began (a repeated DST hour gives two rows)."
     ),
     select=_kept_figures(
-        "r.day,\n    r.hour_start,\n    r.local_hour", "r.hour_start, r.day, r.local_hour"
+        ("day", "hour_start", "local_hour"), ("g.hour_start", "g.hour_start + interval '1 hour'")
     ),
     columns={
         "account_id": "accounts.id",
@@ -679,6 +793,35 @@ JOIN accounts a ON a.id = s.account_id
     },
 )
 
+# --- v_concurrency_minute ----------------------------------------------------------------
+
+V_CONCURRENCY_MINUTE = View(
+    name="v_concurrency_minute",
+    comment=(
+        "Calls in progress per account and minute, from the CDRs (not from live polling): "
+        "answered calls whose talk span (their legs' first connect to last connect + "
+        "duration) overlaps the minute, so a 60-minute call counts in each of its 60 "
+        "minutes. Minutes with no call in progress have no row."
+    ),
+    select="""
+SELECT
+    c.account_id,
+    a.name AS account_name,
+    c.minute,
+    c.minute AT TIME ZONE a.timezone AS local_minute,
+    c.calls
+FROM concurrency_minute c
+JOIN accounts a ON a.id = c.account_id
+""",
+    columns={
+        "account_id": "accounts.id",
+        "account_name": "accounts.name",
+        "minute": "the minute (timestamptz)",
+        "local_minute": "the minute on the account's wall clock",
+        "calls": "answered calls in progress at some moment of the minute",
+    },
+)
+
 VIEWS: tuple[View, ...] = (
     V_CALL_LEGS,
     V_DAILY_ACCOUNT,
@@ -687,6 +830,7 @@ VIEWS: tuple[View, ...] = (
     V_INBOUND_CALLS,
     V_SYNC_HEALTH,
     V_LIVE_CONCURRENCY,
+    V_CONCURRENCY_MINUTE,
 )
 """Every view, in creation order (a view comes after the views it reads)."""
 
