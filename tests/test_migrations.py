@@ -125,8 +125,9 @@ def test_head_applied_the_view_and_function_sql_the_code_holds(engine: Engine) -
         for view in VIEWS:
             conn.execute(text(view.create().replace(view.name, f"scratch.{view.name}", 1)))
             applied, held = (
-                conn.execute(text(f"SELECT pg_get_viewdef('{schema}.{view.name}'::regclass)"))
-                .scalar_one()
+                conn.execute(
+                    text(f"SELECT pg_get_viewdef('{schema}.{view.name}'::regclass)")
+                ).scalar_one()
                 for schema in ("public", "scratch")
             )
             assert applied == held, view.name

@@ -122,3 +122,20 @@ def test_every_sql_panel_runs_as_the_reader_role_and_returns_rows(
                 ).all()
                 assert rows, title
                 assert any(value is not None for value in rows[0]), title
+
+
+def test_the_calls_dashboard_reads_the_kept_figures_only() -> None:
+    """NER, service level and concurrency come from the views' kept columns, and no panel
+    re-derives calls from cdrs or v_inbound_calls per refresh (their cost grows with the table)."""
+    board = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "calls.json").read_text())
+    sql = " ".join(q for _, q in sql_queries(board))
+    for needed in (
+        "ner",
+        "answered_within_sl",
+        "abandoned",
+        "v_concurrency_minute",
+        "peak_concurrent",
+    ):
+        assert re.search(rf"\b{needed}\b", sql), needed
+    for slow in ("cdrs", "v_inbound_calls", "v_call_legs"):
+        assert not re.search(rf"\bFROM {slow}\b", sql), slow
