@@ -39,6 +39,11 @@ stores the page, in the page's transaction. The server-side function
    minute): exact, since the old span is precisely the one added when it was kept;
 6. adds the page's new legs to `account_totals`.
 
+Every lookup by key in the refresh is one index probe per key (a LATERAL subquery with
+LIMIT / OFFSET 0): a table loaded faster than autovacuum analyzes it once made the planner
+read the account's whole index range for each page, a cost that grew with the table. The
+buckets' legs are read once for both rollups (a MATERIALIZED CTE).
+
 So at every committed moment the kept data equals a full recomputation from `cdrs`
 (tests/test_rollup.py compares them with the old view SQL kept as an oracle).
 
@@ -75,6 +80,19 @@ DECLARE
 BEGIN
     SELECT service_level_seconds INTO v_sl FROM rollup_settings;
     DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    DELETE FROM rollup_endpoint_5min
+    WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    -- the buckets' legs, read once for both rollups
+    WITH legs AS MATERIALIZED (
+        SELECT
+            k.bucket_start, k.call_id, k.callid, k.role, k.direction, k.leg_start, d.type,
+            d.original_callid, d.end_reason, d.duration, d.ring_time, d.connect_time,
+            d.disconnect_time, d.dnis_user, d.ani_user, d.name_endpoint_dnis,
+            d.name_endpoint_ani
+        FROM call_legs k
+        JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
+        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+    ), calls AS (
     INSERT INTO rollup_5min (
         account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
         answered_seconds, talk_seconds, end_ok, end_cancelled, end_no_answer,
@@ -128,20 +146,20 @@ BEGIN
                 k.bucket_start,
                 k.call_id,
                 count(*) AS legs,
-                bool_or(coalesce(d.duration, 0) > 0) AS answered,
-                sum(d.duration) FILTER (WHERE d.duration > 0) AS answered_seconds,
-                max(d.duration) FILTER (WHERE d.duration > 0) AS talk_seconds,
-                count(*) FILTER (WHERE d.end_reason = 'OK') AS end_ok,
-                count(*) FILTER (WHERE d.end_reason = 'CANCELLED') AS end_cancelled,
-                count(*) FILTER (WHERE d.end_reason = 'NO_ANSWER') AS end_no_answer,
-                count(*) FILTER (WHERE d.end_reason = 'TEMPORARILY_UNAVAILABLE')
+                bool_or(coalesce(k.duration, 0) > 0) AS answered,
+                sum(k.duration) FILTER (WHERE k.duration > 0) AS answered_seconds,
+                max(k.duration) FILTER (WHERE k.duration > 0) AS talk_seconds,
+                count(*) FILTER (WHERE k.end_reason = 'OK') AS end_ok,
+                count(*) FILTER (WHERE k.end_reason = 'CANCELLED') AS end_cancelled,
+                count(*) FILTER (WHERE k.end_reason = 'NO_ANSWER') AS end_no_answer,
+                count(*) FILTER (WHERE k.end_reason = 'TEMPORARILY_UNAVAILABLE')
                     AS end_temporarily_unavailable,
-                count(*) FILTER (WHERE d.end_reason = 'NOT_FOUND') AS end_not_found,
-                count(*) FILTER (WHERE d.end_reason = 'DECLINE') AS end_decline,
-                count(*) FILTER (WHERE d.end_reason = 'SERVICE_UNAVAILABLE')
+                count(*) FILTER (WHERE k.end_reason = 'NOT_FOUND') AS end_not_found,
+                count(*) FILTER (WHERE k.end_reason = 'DECLINE') AS end_decline,
+                count(*) FILTER (WHERE k.end_reason = 'SERVICE_UNAVAILABLE')
                     AS end_service_unavailable,
                 count(*) FILTER (
-                    WHERE d.end_reason IS NULL OR d.end_reason NOT IN (
+                    WHERE k.end_reason IS NULL OR k.end_reason NOT IN (
                         'OK', 'CANCELLED', 'NO_ANSWER', 'TEMPORARILY_UNAVAILABLE',
                         'NOT_FOUND', 'DECLINE', 'SERVICE_UNAVAILABLE'
                     )
@@ -149,7 +167,7 @@ BEGIN
                 -- the call's own leg (its trunk leg, or the single leg) ended by the user's side
                 coalesce(
                     bool_or(
-                        k.role <> 'agent' AND d.end_reason IN (
+                        k.role <> 'agent' AND k.end_reason IN (
                             'OK', 'CANCELLED', 'NO_ANSWER', 'DECLINE', 'BUSY',
                             'TEMPORARILY_UNAVAILABLE'
                         )
@@ -159,29 +177,25 @@ BEGIN
                 bool_or(k.role = 'trunk') AS trunk,
                 coalesce(
                     bool_or(
-                        k.role = 'single' AND d.type = 'incoming'
-                        AND (d.original_callid IS NULL OR d.original_callid = d.callid)
+                        k.role = 'single' AND k.type = 'incoming'
+                        AND (k.original_callid IS NULL OR k.original_callid = k.callid)
                     ),
                     false
                 ) AS direct_inbound,
                 -- answered by a person: an agent leg, or a direct inbound leg itself
-                coalesce(bool_or(k.role <> 'trunk' AND d.duration > 0), false)
+                coalesce(bool_or(k.role <> 'trunk' AND k.duration > 0), false)
                     AS person_answered,
                 min(
-                    coalesce(d.connect_time, d.disconnect_time - make_interval(secs => d.duration))
-                ) FILTER (WHERE k.role <> 'trunk' AND d.duration > 0) AS person_answered_at,
+                    coalesce(k.connect_time, k.disconnect_time - make_interval(secs => k.duration))
+                ) FILTER (WHERE k.role <> 'trunk' AND k.duration > 0) AS person_answered_at,
                 max(k.leg_start) FILTER (WHERE k.role <> 'agent') AS started_at,
-                max(d.disconnect_time) AS ended_at
-            FROM call_legs k
-            JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-            WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+                max(k.disconnect_time) AS ended_at
+            FROM legs k
             GROUP BY k.bucket_start, k.call_id
         ) c
     ) f
-    GROUP BY f.bucket_start;
-
-    DELETE FROM rollup_endpoint_5min
-    WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    GROUP BY f.bucket_start
+    )
     INSERT INTO rollup_endpoint_5min (
         account_id, bucket_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
         incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
@@ -209,17 +223,15 @@ BEGIN
             k.callid,
             k.direction,
             k.leg_start,
-            d.duration,
-            d.ring_time,
-            CASE WHEN k.direction = 'incoming' THEN d.dnis_user ELSE d.ani_user END
+            k.duration,
+            k.ring_time,
+            CASE WHEN k.direction = 'incoming' THEN k.dnis_user ELSE k.ani_user END
                 AS endpoint,
             CASE
-                WHEN k.direction = 'incoming' THEN d.name_endpoint_dnis
-                ELSE d.name_endpoint_ani
+                WHEN k.direction = 'incoming' THEN k.name_endpoint_dnis
+                ELSE k.name_endpoint_ani
             END AS endpoint_name
-        FROM call_legs k
-        JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+        FROM legs k
     ) e
     GROUP BY e.bucket_start, e.endpoint;
 
@@ -308,147 +320,188 @@ RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     v_tz text;
     v_links text[];
+    v_found bigint;
+    v_kept bigint;
+    v_old call_legs[];
+    v_ctids tid[];
     v_targets text[];
     v_buckets timestamptz[];
-    v_new bigint;
     v_spans tstzrange[];
+    v_new_buckets timestamptz[];
+    v_new_spans tstzrange[];
 BEGIN
     -- one refresher per account at a time: the next one sees what this one commits
     PERFORM pg_advisory_xact_lock(726356, p_account);
     SELECT timezone INTO v_tz FROM accounts WHERE id = p_account;
-    -- the links of the page's legs, as stored now and as kept before
-    SELECT array_agg(DISTINCT x.link) INTO v_links
-    FROM (
+    -- Every lookup below is one probe per key through a LATERAL ... LIMIT / OFFSET 0, so it
+    -- stays a probe of the right index whatever the statistics say (a table loaded since
+    -- its last ANALYZE made the planner scan the account's whole index range per page).
+    -- the page's legs as stored now: their links
+    SELECT count(*), array_agg(DISTINCT c.link) FILTER (WHERE c.link IS NOT NULL)
+    INTO v_found, v_links
+    FROM unnest(p_callids) u(callid)
+    CROSS JOIN LATERAL (
         SELECT
             CASE
                 WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
                 ELSE c.original_callid
             END AS link
         FROM cdrs c
-        WHERE c.account_id = p_account AND c.callid = ANY(p_callids)
-        UNION ALL
-        SELECT k.link
-        FROM call_legs k
-        WHERE k.account_id = p_account AND k.callid = ANY(p_callids)
-    ) x
-    WHERE x.link IS NOT NULL;
-    -- the legs to recompute: the page's and every kept leg sharing one of those links
-    SELECT array_agg(DISTINCT x.callid) INTO v_targets
+        WHERE c.account_id = p_account AND c.callid = u.callid
+        LIMIT 1
+    ) c;
+    -- the kept rows of the page's legs, and of every kept leg sharing a link with them (as
+    -- kept before, or as stored now)
+    SELECT array_agg(x.k), array_agg(x.ctid), count(*) FILTER (WHERE x.page)
+    INTO v_old, v_ctids, v_kept
     FROM (
-        SELECT unnest(p_callids) AS callid
-        UNION ALL
-        SELECT k.callid
-        FROM call_legs k
-        WHERE k.account_id = p_account AND k.link = ANY(coalesce(v_links, '{}'))
+        SELECT DISTINCT ON ((k.k).callid) k.k, k.ctid, k.page
+        FROM (
+            SELECT k.k, k.ctid, true AS page
+            FROM unnest(p_callids) u(callid)
+            CROSS JOIN LATERAL (
+                SELECT k AS k, k.ctid FROM call_legs k
+                WHERE k.account_id = p_account AND k.callid = u.callid
+                LIMIT 1
+            ) k
+            UNION ALL
+            SELECT k.k, k.ctid, false AS page
+            FROM (
+                SELECT DISTINCT l.link
+                FROM (
+                    SELECT unnest(coalesce(v_links, '{}')) AS link
+                    UNION ALL
+                    SELECT k.link
+                    FROM unnest(p_callids) u(callid)
+                    CROSS JOIN LATERAL (
+                        SELECT k.link FROM call_legs k
+                        WHERE k.account_id = p_account AND k.callid = u.callid
+                        LIMIT 1
+                    ) k
+                ) l
+                WHERE l.link IS NOT NULL
+            ) l
+            CROSS JOIN LATERAL (
+                SELECT k AS k, k.ctid FROM call_legs k
+                WHERE k.account_id = p_account AND k.link = l.link
+                OFFSET 0
+            ) k
+        ) k
+        ORDER BY (k.k).callid, k.page DESC
     ) x;
-    SELECT count(*) INTO v_new
-    FROM cdrs c
-    WHERE c.account_id = p_account AND c.callid = ANY(p_callids)
-        AND NOT EXISTS (
-            SELECT 1 FROM call_legs k WHERE k.account_id = p_account AND k.callid = c.callid
-        );
-    -- the buckets those legs counted in before
-    SELECT array_agg(DISTINCT k.bucket_start) INTO v_buckets
-    FROM call_legs k
-    WHERE k.account_id = p_account AND k.callid = ANY(v_targets) AND k.bucket_start IS NOT NULL;
-
-    -- the talk spans of the calls those legs made, as counted in concurrency_minute before
+    v_targets := ARRAY(
+        SELECT unnest(p_callids) UNION SELECT (o).callid FROM unnest(v_old) o
+    );
+    -- what those legs counted in before: their buckets, their calls' talk spans
+    SELECT array_agg(DISTINCT o.bucket_start) FILTER (WHERE o.bucket_start IS NOT NULL)
+    INTO v_buckets
+    FROM unnest(v_old) o;
     SELECT array_agg(tstzrange(s.talk_start, s.talk_end)) INTO v_spans
     FROM (
-        SELECT min(k.talk_start) AS talk_start, max(k.talk_end) AS talk_end
-        FROM call_legs k
-        WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
-            AND k.talk_start IS NOT NULL
-        GROUP BY k.call_id
+        SELECT min(o.talk_start) AS talk_start, max(o.talk_end) AS talk_end
+        FROM unnest(v_old) o
+        WHERE o.talk_start IS NOT NULL
+        GROUP BY o.call_id
     ) s;
 
-    DELETE FROM call_legs WHERE account_id = p_account AND callid = ANY(v_targets);
-    INSERT INTO call_legs (
-        account_id, callid, link, call_id, role, direction, leg_start, call_start, bucket_start,
-        talk_start, talk_end
-    )
-    SELECT
-        r.account_id,
-        r.callid,
-        r.link,
-        CASE WHEN r.role = 'agent' THEN r.trunk_callid ELSE r.callid END,
-        r.role,
-        CASE
-            WHEN r.type = 'incoming' THEN 'incoming'
-            WHEN r.type IS NULL AND r.role IN ('trunk', 'agent') THEN 'incoming'
-            ELSE 'outgoing'
-        END,
-        r.leg_start,
-        r.call_start,
-        to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300),
-        r.talk_start,
-        r.talk_start + make_interval(secs => least(r.duration, 86400))
-    FROM (
+    DELETE FROM call_legs WHERE ctid = ANY(coalesce(v_ctids, '{}'));  -- read under our lock
+    WITH kept AS (
+        INSERT INTO call_legs (
+            account_id, callid, link, call_id, role, direction, leg_start, call_start,
+            bucket_start, talk_start, talk_end
+        )
         SELECT
-            w.*,
+            r.account_id,
+            r.callid,
+            r.link,
+            CASE WHEN r.role = 'agent' THEN r.trunk_callid ELSE r.callid END,
+            r.role,
             CASE
-                WHEN w.is_trunk THEN 'trunk'
-                WHEN w.trunk_callid IS NOT NULL THEN 'agent'
-                ELSE 'single'
-            END AS role,
-            CASE
-                WHEN NOT w.is_trunk AND w.trunk_callid IS NOT NULL
-                    THEN coalesce(w.trunk_start, w.leg_start)
-                ELSE w.leg_start
-            END AS call_start
+                WHEN r.type = 'incoming' THEN 'incoming'
+                WHEN r.type IS NULL AND r.role IN ('trunk', 'agent') THEN 'incoming'
+                ELSE 'outgoing'
+            END,
+            r.leg_start,
+            r.call_start,
+            to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300),
+            r.talk_start,
+            r.talk_start + make_interval(secs => least(r.duration, 86400))
         FROM (
             SELECT
-                j.*,
-                min(CASE WHEN j.is_trunk THEN j.callid END) OVER (PARTITION BY j.link)
-                    AS trunk_callid,
-                min(CASE WHEN j.is_trunk THEN j.leg_start END) OVER (PARTITION BY j.link)
-                    AS trunk_start
+                w.*,
+                CASE
+                    WHEN w.is_trunk THEN 'trunk'
+                    WHEN w.trunk_callid IS NOT NULL THEN 'agent'
+                    ELSE 'single'
+                END AS role,
+                CASE
+                    WHEN NOT w.is_trunk AND w.trunk_callid IS NOT NULL
+                        THEN coalesce(w.trunk_start, w.leg_start)
+                    ELSE w.leg_start
+                END AS call_start
             FROM (
                 SELECT
-                    c.account_id,
-                    c.callid,
-                    c.type,
-                    c.duration,
-                    CASE WHEN c.duration > 0 THEN coalesce(
-                        c.connect_time, c.disconnect_time - make_interval(secs => c.duration)
-                    ) END AS talk_start,
-                    coalesce(c.detect_time, c.connect_time, c.disconnect_time) AS leg_start,
-                    coalesce(c.ref_callid, '0') <> '0' AS is_trunk,
-                    CASE
-                        WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
-                        ELSE c.original_callid
-                    END AS link
-                FROM cdrs c
-                WHERE c.account_id = p_account AND c.callid = ANY(v_targets)
-            ) j
-        ) w
-    ) r;
+                    j.*,
+                    min(CASE WHEN j.is_trunk THEN j.callid END) OVER (PARTITION BY j.link)
+                        AS trunk_callid,
+                    min(CASE WHEN j.is_trunk THEN j.leg_start END) OVER (PARTITION BY j.link)
+                        AS trunk_start
+                FROM (
+                    SELECT
+                        c.account_id,
+                        c.callid,
+                        c.type,
+                        c.duration,
+                        CASE WHEN c.duration > 0 THEN coalesce(
+                            c.connect_time, c.disconnect_time - make_interval(secs => c.duration)
+                        ) END AS talk_start,
+                        coalesce(c.detect_time, c.connect_time, c.disconnect_time) AS leg_start,
+                        coalesce(c.ref_callid, '0') <> '0' AS is_trunk,
+                        CASE
+                            WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
+                            ELSE c.original_callid
+                        END AS link
+                    FROM unnest(v_targets) u(callid)
+                    CROSS JOIN LATERAL (
+                        SELECT * FROM cdrs c
+                        WHERE c.account_id = p_account AND c.callid = u.callid
+                        LIMIT 1
+                    ) c
+                ) j
+            ) w
+        ) r
+        RETURNING call_id, bucket_start, talk_start, talk_end
+    )
+    SELECT
+        (SELECT array_agg(DISTINCT kept.bucket_start) FROM kept
+            WHERE kept.bucket_start IS NOT NULL),
+        (SELECT array_agg(tstzrange(s.talk_start, s.talk_end))
+            FROM (
+                SELECT min(kept.talk_start) AS talk_start, max(kept.talk_end) AS talk_end
+                FROM kept
+                WHERE kept.talk_start IS NOT NULL
+                GROUP BY kept.call_id
+            ) s)
+    INTO v_new_buckets, v_new_spans;
 
     -- every bucket those legs count in before or after
-    SELECT array_agg(DISTINCT x.b) INTO v_buckets
-    FROM (
-        SELECT unnest(coalesce(v_buckets, '{}')) AS b
-        UNION ALL
-        SELECT k.bucket_start
-        FROM call_legs k
-        WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
-            AND k.bucket_start IS NOT NULL
-    ) x;
-    PERFORM cdr_rollup_buckets(p_account, v_tz, coalesce(v_buckets, '{}'));
+    PERFORM cdr_rollup_buckets(
+        p_account,
+        v_tz,
+        ARRAY(
+            SELECT unnest(coalesce(v_buckets, '{}'))
+            UNION
+            SELECT unnest(coalesce(v_new_buckets, '{}'))
+        )
+    );
     -- concurrency: minus the calls' old talk spans, plus their new ones (exact: the old
     -- spans are the ones added when those legs were kept)
     PERFORM cdr_concurrency_add(p_account, v_spans, -1);
-    SELECT array_agg(tstzrange(s.talk_start, s.talk_end)) INTO v_spans
-    FROM (
-        SELECT min(k.talk_start) AS talk_start, max(k.talk_end) AS talk_end
-        FROM call_legs k
-        WHERE k.account_id = p_account AND k.callid = ANY(v_targets)
-            AND k.talk_start IS NOT NULL
-        GROUP BY k.call_id
-    ) s;
-    PERFORM cdr_concurrency_add(p_account, v_spans, 1);
+    PERFORM cdr_concurrency_add(p_account, v_new_spans, 1);
 
-    INSERT INTO account_totals (account_id, cdrs) VALUES (p_account, v_new)
+    -- the page's legs stored in cdrs that were not kept before are new rows
+    INSERT INTO account_totals (account_id, cdrs)
+    VALUES (p_account, v_found - v_kept)
     ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;
 END
 $fn$""",
