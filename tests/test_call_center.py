@@ -166,7 +166,7 @@ def cli_env(engine: Engine, db_url: str, clean_env: None) -> dict[str, str]:
     # `check` asks a closed loopback port once: its database findings are what is tested here
     return {
         "CDR_ETL_DATABASE_URL": db_url,
-        "P": "x",
+        "P": "not-a-real-password-4417",
         "CDR_ETL_API_URL": "http://127.0.0.1:9/getCdrs.php",
         "CDR_ETL_API_MAX_ATTEMPTS": "1",
     }
