@@ -42,11 +42,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    any_,
     bindparam,
     func,
     literal_column,
     select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.exc import DBAPIError
@@ -121,14 +121,21 @@ def _copy_type(sql_type: TypeEngine[Any]) -> str:
 _UPSERT = _count_statement()
 _COPY = f"COPY cdr_staging ({', '.join(LOAD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _COPY_NEW = f"COPY cdrs ({', '.join(LOAD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_EXISTING = (
-    select(cdrs.c.callid)
-    .where(
-        cdrs.c.account_id == bindparam("account_id"),
-        cdrs.c.callid == any_(bindparam("callids", type_=ARRAY(Text))),
-    )
-    .limit(1)
+# One primary-key probe per callid, stopping at the first found. Written as a LATERAL probe
+# so that it stays one whatever the planner's statistics say: as `callid = ANY(...) LIMIT 1`
+# a table loaded since its last ANALYZE (autovacuum off, or behind a fast backfill) got a
+# walk of the account's whole (account_id, detect_time) index per page, looking for a
+# match that a page of new CDRs never has.
+_PAGE = (
+    func.unnest(bindparam("callids", type_=ARRAY(Text))).table_valued("callid").render_derived("u")
 )
+_PROBE = (
+    select(cdrs.c.callid)
+    .where(cdrs.c.account_id == bindparam("account_id"), cdrs.c.callid == _PAGE.c.callid)
+    .limit(1)
+    .lateral("c")
+)
+_EXISTING = select(_PROBE.c.callid).select_from(_PAGE.join(_PROBE, true())).limit(1)
 _COPY_TYPES = [_copy_type(staging.c[name].type) for name in LOAD_COLUMNS]
 _JSONB_WIRE = b"\x01"  # jsonb binary format version
 
