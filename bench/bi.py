@@ -157,10 +157,10 @@ def check_against_recomputation(engine: Engine, account_id: int, day: object) ->
             conn.execute(text(statement))
         where = "WHERE account_id = :a AND day > :d - 30 AND day <= :d ORDER BY day"
         params = {"a": account_id, "d": day}
-        oracle = conn.execute(text(f"SELECT * FROM oracle_daily_account {where}"), params)
-        columns = ", ".join(oracle.keys())  # the columns of revision 0002
+        result = conn.execute(text(f"SELECT * FROM oracle_daily_account {where}"), params)
+        columns = ", ".join(result.keys())  # the columns of revision 0002
+        oracle = result.all()
         kept = conn.execute(text(f"SELECT {columns} FROM v_daily_account {where}"), params).all()
-        oracle = oracle.all()
         conn.rollback()
     assert kept == oracle, "kept data differs from the recomputation"
     print("v_daily_account (30 days) equals the recomputation from cdrs")
