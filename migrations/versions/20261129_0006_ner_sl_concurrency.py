@@ -58,7 +58,8 @@ TABLES: list[str] = [
 
 FUNCTIONS: list[str] = [
     """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
-RETURNS void LANGUAGE plpgsql AS $fn$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     v_hours timestamptz[];
     v_sl integer;
@@ -74,9 +75,17 @@ BEGIN
             d.original_callid, d.end_reason, d.duration, d.ring_time, d.connect_time,
             d.disconnect_time, d.dnis_user, d.ani_user, d.name_endpoint_dnis,
             d.name_endpoint_ani
-        FROM call_legs k
-        JOIN cdrs d ON d.account_id = k.account_id AND d.callid = k.callid
-        WHERE k.account_id = p_account AND k.bucket_start = ANY(p_buckets)
+        FROM unnest(p_buckets) b(bucket_start)
+        CROSS JOIN LATERAL (
+            SELECT * FROM call_legs k
+            WHERE k.account_id = p_account AND k.bucket_start = b.bucket_start
+            OFFSET 0
+        ) k
+        CROSS JOIN LATERAL (
+            SELECT * FROM cdrs d
+            WHERE d.account_id = p_account AND d.callid = k.callid
+            LIMIT 1
+        ) d
     ), calls AS (
     INSERT INTO rollup_5min (
         account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
@@ -255,7 +264,8 @@ BEGIN
 END
 $fn$""",
     """CREATE FUNCTION cdr_concurrency_add(p_account integer, p_spans tstzrange[], p_n integer)
-RETURNS void LANGUAGE plpgsql AS $fn$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     v_minutes timestamptz[];
 BEGIN
@@ -282,7 +292,8 @@ BEGIN
 END
 $fn$""",
     """CREATE FUNCTION cdr_concurrency_rebuild(p_account integer)
-RETURNS void LANGUAGE plpgsql AS $fn$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan AS $fn$
 BEGIN
     DELETE FROM concurrency_minute WHERE account_id = p_account;
     PERFORM cdr_concurrency_add(
@@ -301,7 +312,8 @@ BEGIN
 END
 $fn$""",
     """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])
-RETURNS void LANGUAGE plpgsql AS $fn$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     v_tz text;
     v_links text[];
