@@ -358,7 +358,7 @@ def _kept_figures(keys: tuple[str, ...], period: tuple[str, str]) -> str:
     """Per account and period, from the kept rollup (`rollup_5min`): an hour or a day is the
     sum of its 5-minute buckets, since a call counts in the bucket of its start. The peak of
     calls in progress is the period's busiest minute in `concurrency_minute` (one index
-    range of at most 1,440 rows a day)."""
+    range of at most 1,440 rows a day, in the function cdr_concurrency_peak)."""
     first, end = period
     return f"""
 SELECT
@@ -390,13 +390,7 @@ FROM rollup_5min r
 JOIN accounts a ON a.id = r.account_id
 GROUP BY r.account_id, a.id, {", ".join(f"r.{k}" for k in keys)}
 ) g
-LEFT JOIN LATERAL (
-    SELECT c.calls, c.minute
-    FROM concurrency_minute c
-    WHERE c.account_id = g.account_id AND c.minute >= {first} AND c.minute < {end}
-    ORDER BY c.calls DESC, c.minute
-    LIMIT 1
-) p ON true
+LEFT JOIN LATERAL cdr_concurrency_peak(g.account_id, {first}, {end}) p ON true
 """
 
 
