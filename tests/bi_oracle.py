@@ -107,7 +107,7 @@ def _count(f: Figures, legs: list[tuple[str, Any]], service_level: int) -> None:
             wait = max(0, int((min(times) - started).total_seconds() // 1))
             f.wait += wait
             f.within_sl += wait <= service_level
-    elif not failed:
+    elif own.end_reason in ("OK", "CANCELLED"):  # the caller hung up
         f.abandoned += 1
         ends = [leg.disconnect_time for _, leg in legs if leg.disconnect_time is not None]
         if ends:

@@ -138,6 +138,7 @@ def test_service_level_and_abandonment(engine: Engine) -> None:
         *inbound_call(2, s, talked(s, "2024-10-03 11:00:45", 60)),  # 45 s: answered late
         *inbound_call(3, s, {"disconnect_time": "2024-10-03 11:00:40"}),  # left after 40 s
         *inbound_call(4, s, None, duration=0, connect_time="", end_reason="SERVICE_UNAVAILABLE"),
+        *inbound_call(5, s, None, duration=0, connect_time="", end_reason="DECLINE"),
     ]
     store(engine, records)
     row = day_row(engine)
@@ -145,15 +146,15 @@ def test_service_level_and_abandonment(engine: Engine) -> None:
                "asa", "abandoned", "abandon_wait_avg")  # fmt: skip
     got = {k: row[k] for k in columns}
     assert got == {
-        "inbound_calls": 4,
+        "inbound_calls": 5,
         "inbound_answered": 2,
         "answered_within_sl": 1,
-        "service_level": Decimal("0.2500"),
+        "service_level": Decimal("0.2000"),
         "asa": Decimal("30.00"),
-        "abandoned": 1,  # call 3: the caller left; call 4 failed by the network
+        "abandoned": 1,  # call 3: the caller left; 4 failed by the network; 5 was refused
         "abandon_wait_avg": Decimal("120.00"),  # until its trunk leg ended (the IVR's 120 s)
     }
-    assert row["ner"] == Decimal("0.7500")
+    assert row["ner"] == Decimal("0.8000")  # only call 4 counts against NER
 
 
 @pytest.fixture

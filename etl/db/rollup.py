@@ -138,10 +138,10 @@ BEGIN
         count(*) FILTER (WHERE f.inbound AND f.person_answered),
         count(*) FILTER (WHERE f.inbound AND f.person_answered AND f.wait <= v_sl),
         coalesce(sum(f.wait) FILTER (WHERE f.inbound AND f.person_answered), 0),
-        count(*) FILTER (WHERE f.inbound AND NOT f.person_answered AND NOT f.network_failed),
+        count(*) FILTER (WHERE f.inbound AND NOT f.person_answered AND f.caller_left),
         coalesce(
             sum(f.stayed) FILTER (
-                WHERE f.inbound AND NOT f.person_answered AND NOT f.network_failed
+                WHERE f.inbound AND NOT f.person_answered AND f.caller_left
             ),
             0
         )
@@ -188,6 +188,10 @@ BEGIN
                     ),
                     false
                 ) AS user_ended,
+                -- ... by the caller hanging up (after the IVR or while agents rang, or before)
+                coalesce(
+                    bool_or(k.role <> 'agent' AND k.end_reason IN ('OK', 'CANCELLED')), false
+                ) AS caller_left,
                 bool_or(k.role = 'trunk') AS trunk,
                 coalesce(
                     bool_or(

@@ -74,10 +74,11 @@ Figures for call centres and trunk sizing (v_daily_account, v_hourly_account):
   inbound_answered counts them; answered_within_sl those whose wait is at most the
   threshold (`[bi] service_level_seconds`, default 20, as kept in rollup_settings);
   service_level = answered_within_sl / inbound_calls; asa (average speed of answer) = mean
-  wait of inbound_answered. **Abandoned**: inbound, not answered by a person, not failed by
-  the network (the caller left in the IVR or while agents rang); abandon_rate = abandoned /
-  inbound_calls; abandon_wait_avg = mean seconds from their start to their last leg's
-  disconnect_time (0 when unknown).
+  wait of inbound_answered. **Abandoned**: inbound, not answered by a person, and its own
+  leg ended `OK` or `CANCELLED`: the caller hung up, in the IVR or while agents rang (a
+  call refused with `DECLINE`, `BUSY`, ... or failed by the network is not abandoned);
+  abandon_rate = abandoned / inbound_calls; abandon_wait_avg = mean seconds from their
+  start to their last leg's disconnect_time (0 when unknown).
 - **Calls in progress** (v_concurrency_minute): an answered leg talks from its connect_time
   (else disconnect_time - duration) for its duration (up to a day); a call talks from its
   legs' first talk to their last; it counts in every minute that span overlaps, so a
@@ -417,8 +418,8 @@ _FIGURE_COLUMNS: dict[str, str] = {
     "service_level": "answered_within_sl / inbound_calls, rounded to 4",
     "asa": "average speed of answer: mean seconds from the call's start to a person's "
     "answer over inbound_answered, rounded to 2",
-    "abandoned": "inbound calls not answered by a person and not failed by the network "
-    "(the caller left, in the IVR or waiting)",
+    "abandoned": "inbound calls not answered by a person whose own leg ended OK or "
+    "CANCELLED: the caller hung up, in the IVR or while agents rang",
     "abandon_rate": "abandoned / inbound_calls, rounded to 4",
     "abandon_wait_avg": "mean seconds from an abandoned call's start to its end, rounded to 2",
     "peak_concurrent": "most calls in progress in one minute of the period "

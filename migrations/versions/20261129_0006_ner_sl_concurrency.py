@@ -118,10 +118,10 @@ BEGIN
         count(*) FILTER (WHERE f.inbound AND f.person_answered),
         count(*) FILTER (WHERE f.inbound AND f.person_answered AND f.wait <= v_sl),
         coalesce(sum(f.wait) FILTER (WHERE f.inbound AND f.person_answered), 0),
-        count(*) FILTER (WHERE f.inbound AND NOT f.person_answered AND NOT f.network_failed),
+        count(*) FILTER (WHERE f.inbound AND NOT f.person_answered AND f.caller_left),
         coalesce(
             sum(f.stayed) FILTER (
-                WHERE f.inbound AND NOT f.person_answered AND NOT f.network_failed
+                WHERE f.inbound AND NOT f.person_answered AND f.caller_left
             ),
             0
         )
@@ -168,6 +168,10 @@ BEGIN
                     ),
                     false
                 ) AS user_ended,
+                -- ... by the caller hanging up (after the IVR or while agents rang, or before)
+                coalesce(
+                    bool_or(k.role <> 'agent' AND k.end_reason IN ('OK', 'CANCELLED')), false
+                ) AS caller_left,
                 bool_or(k.role = 'trunk') AS trunk,
                 coalesce(
                     bool_or(
@@ -616,7 +620,7 @@ LEFT JOIN LATERAL cdr_concurrency_peak(g.account_id, (g.day::timestamp AT TIME Z
     """COMMENT ON COLUMN v_daily_account.answered_within_sl IS 'inbound calls answered by a person within the service-level threshold (rollup_settings.service_level_seconds, default 20) of the call''s start'""",
     """COMMENT ON COLUMN v_daily_account.service_level IS 'answered_within_sl / inbound_calls, rounded to 4'""",
     """COMMENT ON COLUMN v_daily_account.asa IS 'average speed of answer: mean seconds from the call''s start to a person''s answer over inbound_answered, rounded to 2'""",
-    """COMMENT ON COLUMN v_daily_account.abandoned IS 'inbound calls not answered by a person and not failed by the network (the caller left, in the IVR or waiting)'""",
+    """COMMENT ON COLUMN v_daily_account.abandoned IS 'inbound calls not answered by a person whose own leg ended OK or CANCELLED: the caller hung up, in the IVR or while agents rang'""",
     """COMMENT ON COLUMN v_daily_account.abandon_rate IS 'abandoned / inbound_calls, rounded to 4'""",
     """COMMENT ON COLUMN v_daily_account.abandon_wait_avg IS 'mean seconds from an abandoned call''s start to its end, rounded to 2'""",
     """COMMENT ON COLUMN v_daily_account.peak_concurrent IS 'most calls in progress in one minute of the period (v_concurrency_minute; 0 when none)'""",
@@ -697,7 +701,7 @@ LEFT JOIN LATERAL cdr_concurrency_peak(g.account_id, g.hour_start, g.hour_start 
     """COMMENT ON COLUMN v_hourly_account.answered_within_sl IS 'inbound calls answered by a person within the service-level threshold (rollup_settings.service_level_seconds, default 20) of the call''s start'""",
     """COMMENT ON COLUMN v_hourly_account.service_level IS 'answered_within_sl / inbound_calls, rounded to 4'""",
     """COMMENT ON COLUMN v_hourly_account.asa IS 'average speed of answer: mean seconds from the call''s start to a person''s answer over inbound_answered, rounded to 2'""",
-    """COMMENT ON COLUMN v_hourly_account.abandoned IS 'inbound calls not answered by a person and not failed by the network (the caller left, in the IVR or waiting)'""",
+    """COMMENT ON COLUMN v_hourly_account.abandoned IS 'inbound calls not answered by a person whose own leg ended OK or CANCELLED: the caller hung up, in the IVR or while agents rang'""",
     """COMMENT ON COLUMN v_hourly_account.abandon_rate IS 'abandoned / inbound_calls, rounded to 4'""",
     """COMMENT ON COLUMN v_hourly_account.abandon_wait_avg IS 'mean seconds from an abandoned call''s start to its end, rounded to 2'""",
     """COMMENT ON COLUMN v_hourly_account.peak_concurrent IS 'most calls in progress in one minute of the period (v_concurrency_minute; 0 when none)'""",
