@@ -19,7 +19,9 @@ from sqlalchemy import Engine, text
 from etl.cli import cli
 from etl.config import AccountConfig
 from etl.db.accounts import upsert_accounts
-from etl.db.load import load_page
+from etl.db.load import database_errors, load_page
+from etl.db.rollup import rebuild
+from etl.errors import LoadError
 from etl.normalize import Cdr, normalize
 from tests.bi_oracle import assert_new_figures_equal
 
@@ -200,3 +202,19 @@ def test_the_threshold_is_a_setting_applied_by_a_rebuild(
     assert day_row(engine)["answered_within_sl"] == 1
     with engine.connect() as conn:
         assert_new_figures_equal(conn, service_level=30)
+
+
+def test_concurrency_that_no_longer_matches_its_calls_fails_loudly(engine: Engine) -> None:
+    """Kept counts tampered with (a minute lost): the next change of that call fails the page
+    with a message naming the fix instead of storing a negative count; a rebuild repairs."""
+    s = "2024-10-03 10:00:00"
+    account = store(engine, [leg("1", s, **talked(s, s, 120))])
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM concurrency_minute WHERE minute = '2024-10-03 16:01+00'"))
+    negative = "would go negative: run cdr-etl rollup --rebuild"
+    with pytest.raises(LoadError, match=negative), database_errors():
+        store(engine, [leg("1", s, **talked(s, s, 60))])
+    rebuild(engine, account, "cr")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM v_concurrency_minute")).scalar() == 2
+        assert_new_figures_equal(conn)

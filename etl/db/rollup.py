@@ -52,9 +52,11 @@ whole index range for every leg of a bucket.
 So at every committed moment the kept data equals a full recomputation from `cdrs`
 (tests/test_rollup.py compares them with the old view SQL kept as an oracle).
 
-`rebuild` recomputes everything of an account day by day (by `detect_time`), each day
-in its own transaction, with the position stored in `rollup_rebuilds` so a killed rebuild
-resumes where it stopped: after a timezone fix or a change of definition.
+`rebuild` forgets the account's calls in progress, then recomputes everything of the
+account day by day (by `detect_time`), each day in its own transaction, with the position
+stored in `rollup_rebuilds` so a killed rebuild resumes where it stopped: after a timezone
+fix, a change of definition, or kept counts that no longer match (the load refuses to take
+a minute's count below zero and says so).
 """
 
 from __future__ import annotations
@@ -292,6 +294,7 @@ RETURNS void LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     v_minutes timestamptz[];
+    v_negative boolean;
 BEGIN
     -- every minute a span overlaps: from its start's minute to the minute before its end
     WITH delta AS (
@@ -310,7 +313,14 @@ BEGIN
         ON CONFLICT (account_id, minute) DO UPDATE SET calls = c.calls + excluded.calls
         RETURNING c.minute, c.calls
     )
-    SELECT array_agg(kept.minute) INTO v_minutes FROM kept WHERE kept.calls = 0;
+    SELECT array_agg(kept.minute) FILTER (WHERE kept.calls = 0), bool_or(kept.calls < 0)
+    INTO v_minutes, v_negative
+    FROM kept;
+    IF v_negative THEN  -- never silently wrong: the kept counts no longer match call_legs
+        RAISE EXCEPTION
+            'concurrency_minute of account % would go negative: run cdr-etl rollup --rebuild',
+            p_account;
+    END IF;
     DELETE FROM concurrency_minute
     WHERE account_id = p_account AND minute = ANY(coalesce(v_minutes, '{}'));
 END
@@ -585,6 +595,15 @@ _TOTALS = text(
 )
 _LOCK = text("SELECT pg_advisory_xact_lock(726356, :a)")
 _CONCURRENCY = text("SELECT cdr_concurrency_rebuild(:a)")
+# A rebuild first forgets the kept talk spans and their counts, so that each day's refresh
+# only adds (a drifted count cannot be taken down below zero); the last step recounts.
+_FORGET_SPANS = (
+    text("DELETE FROM concurrency_minute WHERE account_id = :a"),
+    text(
+        "UPDATE call_legs SET talk_start = NULL, talk_end = NULL "
+        "WHERE account_id = :a AND talk_start IS NOT NULL"
+    ),
+)
 _KEPT_SL = text("SELECT service_level_seconds FROM rollup_settings")
 _SET_SL = text(
     "INSERT INTO rollup_settings (id, service_level_seconds) VALUES (true, :s) "
@@ -650,6 +669,12 @@ def rebuild(
     if first is None:
         first = last = datetime.now(UTC).date()
     day: date = max(first, resume) if resume else first
+    if not resume:  # kept counts may have drifted: start calls in progress from nothing
+        with engine.begin() as conn:
+            conn.execute(_LOCK, {"a": account_id})
+            for statement in _FORGET_SPANS:
+                conn.execute(statement, {"a": account_id})
+            conn.execute(_SAVE, {"a": account_id, "d": day})
     total = (last - first).days + 2  # every day, then the legs with no detect_time
     done: int = (day - first).days
     on_progress(RebuildProgress(account, done, total))

@@ -272,6 +272,7 @@ RETURNS void LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     v_minutes timestamptz[];
+    v_negative boolean;
 BEGIN
     -- every minute a span overlaps: from its start's minute to the minute before its end
     WITH delta AS (
@@ -290,7 +291,14 @@ BEGIN
         ON CONFLICT (account_id, minute) DO UPDATE SET calls = c.calls + excluded.calls
         RETURNING c.minute, c.calls
     )
-    SELECT array_agg(kept.minute) INTO v_minutes FROM kept WHERE kept.calls = 0;
+    SELECT array_agg(kept.minute) FILTER (WHERE kept.calls = 0), bool_or(kept.calls < 0)
+    INTO v_minutes, v_negative
+    FROM kept;
+    IF v_negative THEN  -- never silently wrong: the kept counts no longer match call_legs
+        RAISE EXCEPTION
+            'concurrency_minute of account % would go negative: run cdr-etl rollup --rebuild',
+            p_account;
+    END IF;
     DELETE FROM concurrency_minute
     WHERE account_id = p_account AND minute = ANY(coalesce(v_minutes, '{}'));
 END
