@@ -23,12 +23,14 @@ from sqlalchemy import Connection, Engine, text
 
 from etl.config import AccountConfig
 from etl.db.accounts import upsert_accounts
+from etl.db.engine import make_engine
 from etl.db.load import load_page
+from etl.db.migrate import downgrade, upgrade
 from etl.db.rollup import RebuildProgress, rebuild
 from etl.normalize import Cdr, normalize
 from etl.simulator.data import CallGenerator
 from tests.bi_oracle import assert_new_figures_equal
-from tests.dbutil import ROOT
+from tests.dbutil import ROOT, fresh_database
 
 NY = "America/New_York"
 CR = "America/Costa_Rica"
@@ -243,3 +245,24 @@ def test_rollup_rebuild_command(engine: Engine, db_url: str, clean_env: None) ->
     assert result.exit_code == 0, result.output
     assert "cr: kept data rebuilt" in result.output
     assert_kept_equals_recomputed(engine)
+
+
+def test_the_migrations_fill_the_kept_data_of_existing_cdrs() -> None:
+    """A database with CDRs from before the kept data (revision 0004) upgraded to head:
+    revisions 0005 and 0006 fill every kept table and column from `cdrs`."""
+    with fresh_database("cdr_etl_fill") as url:
+        engine = make_engine(url, pool_size=2)
+        try:
+            upgrade(engine)
+            ids = setup(engine)
+            load_pages(
+                engine, ids["ny"], cdrs_of(records("7000001", NY, FALL_BACK_HOUR, 8), NY), 90
+            )
+            load_pages(
+                engine, ids["cr"], cdrs_of(records("8569841", CR, FALL_BACK_HOUR, 5), CR), 90
+            )
+            downgrade(engine, "0004")  # the kept data is gone, the CDRs stay
+            upgrade(engine)
+            assert_kept_equals_recomputed(engine)
+        finally:
+            engine.dispose()
