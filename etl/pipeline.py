@@ -50,20 +50,24 @@ def ahead(produce: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
     items: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(item: Any) -> bool:
+        """Put the item in the queue unless the reader stops first (then say so)."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run() -> None:
         try:
             for item in produce():
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(item):
                     return
-            items.put(_DONE)
+            offer(_DONE)  # a reader gone (stopped early) no longer waits for the end
         except BaseException as exc:  # handed to the reader, who raises it
-            items.put(exc)
+            offer(exc)
 
     thread = threading.Thread(target=run, name="fetch-ahead", daemon=True)
     thread.start()

@@ -55,18 +55,18 @@ def reference_load(
             )
         )
     latest = {row.callid: row for row in rows}
+    upsert = insert(cdrs)  # built once; each row's values are its parameters
+    query: ReturningInsert[tuple[bool]] = upsert.on_conflict_do_update(
+        index_elements=[cdrs.c.account_id, cdrs.c.callid],
+        set_={
+            **{name: upsert.excluded[name] for name in DATA_COLUMNS},
+            "updated_at": func.now(),
+        },
+        where=cdrs.c.content_hash != upsert.excluded.content_hash,
+    ).returning(literal_column("xmax = 0"))
     for row in latest.values():
         values: dict[str, Any] = {"account_id": account_id, **row._asdict()}
-        upsert = insert(cdrs).values(values)
-        query: ReturningInsert[tuple[bool]] = upsert.on_conflict_do_update(
-            index_elements=[cdrs.c.account_id, cdrs.c.callid],
-            set_={
-                **{name: upsert.excluded[name] for name in DATA_COLUMNS},
-                "updated_at": func.now(),
-            },
-            where=cdrs.c.content_hash != upsert.excluded.content_hash,
-        ).returning(literal_column("xmax = 0"))
-        done = conn.execute(query).scalar()
+        done = conn.execute(query, values).scalar()
         if done is None:
             counts.unchanged += 1
         elif done:

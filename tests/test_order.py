@@ -37,6 +37,7 @@ from tests.test_processes import (
 
 START = utc(2024, 6, 3, 22, 0, 0)  # 16:00 in Costa Rica: busy hours behind it
 BUSY = 600  # calls an hour at the busiest: about 2,300 legs, many sharing a second
+HISTORY = 0.5  # days the simulator serves: the reads here reach at most 5 hours back
 TRANSIENT = Faults(
     error_5xx=0.05, rate_429=0.04, retry_after=0, drop=0.03, truncate=0.03,
     error_200_html=0.03, empty_200=0.02,
@@ -88,8 +89,9 @@ def test_one_backfill_is_exact_whatever_the_order(
     """A single backfill (one read per window) of two busy hours stores every CDR, under
     reshuffled ties and under no order at all, with any page size and a page cap."""
     busy = BUSY * 3 if page_size >= 1000 else BUSY  # pages enough for boundaries to cut ties
+    faults = Faults(page_cap=cap)
     with world(
-        engine, now=START, calls_per_hour=busy, order=order, faults=Faults(page_cap=cap)
+        engine, now=START, days=HISTORY, calls_per_hour=busy, order=order, faults=faults
     ) as w:
         w.page_size = page_size
         end = local(START, w.account.timezone) - timedelta(hours=1)
@@ -103,7 +105,7 @@ def test_one_backfill_is_exact_whatever_the_order(
 
 def test_a_well_behaved_server_costs_no_extra_request(engine: Engine) -> None:
     """A sorted server: each window is walked once, pages then one empty page, no re-read."""
-    with world(engine, now=START, calls_per_hour=BUSY) as w:
+    with world(engine, now=START, days=HISTORY, calls_per_hour=BUSY) as w:
         w.page_size = 200
         end = local(START, w.account.timezone) - timedelta(hours=1)
         start = end - timedelta(hours=2)
@@ -128,7 +130,7 @@ def watermark(engine: Engine) -> datetime:
 def test_each_sync_run_is_exact_on_its_own(engine: Engine, order: Order) -> None:
     """With a single pass (no later pass to hide a loss), each run stores exactly what the
     provider serves, at that moment, for the range its watermark moved over."""
-    with world(engine, now=START, calls_per_hour=BUSY, order=order) as w:
+    with world(engine, now=START, days=HISTORY, calls_per_hour=BUSY, order=order) as w:
         w.page_size = 100
         w.sync = SyncSettings(passes=(timedelta(minutes=2),), initial_lookback=timedelta(hours=2))
         before = local(START, w.account.timezone) - timedelta(hours=2)
@@ -170,7 +172,9 @@ def test_verify_repair_is_exact_whatever_the_order(engine: Engine, order: Order)
 def test_order_quirks_with_transient_faults_are_exact(engine: Engine, order: Order) -> None:
     """About 20 % of requests fail in every transient way on top of the order quirk:
     backfill and sync each end exact on their own."""
-    with world(engine, now=START, calls_per_hour=BUSY, order=order, faults=TRANSIENT) as w:
+    with world(
+        engine, now=START, days=HISTORY, calls_per_hour=BUSY, order=order, faults=TRANSIENT
+    ) as w:
         w.page_size = 100
         end = local(START, w.account.timezone) - timedelta(hours=3)
         start = end - timedelta(hours=2)
