@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,11 +33,21 @@ def _running(pid: int | None) -> bool:
     return "\nState:\tZ" not in status.read_text()
 
 
+@pytest.fixture
+def own_tmp() -> Iterator[Path]:
+    """A folder outside pytest's own temporary root: pgserver runs initdb as another user
+    and opens the folders above the data for it, and a second pytest session on the
+    machine closes pytest's root again (mode 0700) while this one runs."""
+    path = Path(tempfile.mkdtemp(prefix="cdr-etl-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_embedded_server_starts_is_reused_and_stops(tmp_path: Path) -> None:
+def test_embedded_server_starts_is_reused_and_stops(own_tmp: Path) -> None:
     """A server starts in CDR_ETL_HOME, a second call reuses it, stop ends it, and the
     next start finds the data again."""
-    home = tmp_path / "home"
+    home = own_tmp / "home"
     url = embedded_url(home)
     assert embedded_url(home) == url  # reused within the process
     engine = make_engine(url, pool_size=1)
@@ -55,19 +68,19 @@ def test_embedded_server_starts_is_reused_and_stops(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_commands_use_the_embedded_server_without_a_database_url(tmp_path: Path) -> None:
+def test_commands_use_the_embedded_server_without_a_database_url(own_tmp: Path) -> None:
     """With no database URL, `cdr-etl migrate` then `status` run on the embedded server,
     which is stopped when the command exits."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_ETL_")}
     env.pop("DATABASE_URL", None)
-    env["CDR_ETL_HOME"] = str(tmp_path / "home")
+    env["CDR_ETL_HOME"] = str(own_tmp / "home")
     for command in ("migrate", "status"):
         result = subprocess.run(
             [sys.executable, "-m", "etl", command], env=env, capture_output=True, text=True,
-            cwd=tmp_path, timeout=120,
+            cwd=own_tmp, timeout=120,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-    assert not _running(_postmaster_pid(tmp_path / "home" / "pgdata"))
+    assert not _running(_postmaster_pid(own_tmp / "home" / "pgdata"))
 
 
 def test_missing_embedded_extra_says_what_to_do(
