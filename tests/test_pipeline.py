@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -14,12 +15,15 @@ def test_a_reader_that_stops_early_does_not_wait_for_a_finished_producer() -> No
     """The producer has put its last item and waits to hand over the end; storing the
     first page fails: the read ends at once, not after the join's 5 s timeout."""
 
+    queued_all = threading.Event()
+
     def produce() -> Iterator[str]:
         yield from ("first", "second")
+        queued_all.set()  # "second" is in the queue; the end is offered next
 
     def store_pages() -> None:
         for _ in ahead(produce, depth=1):
-            time.sleep(0.3)  # the producer queues "second", then offers the end
+            assert queued_all.wait(timeout=5)
             raise RuntimeError("storing the page failed")
 
     began = time.monotonic()
