@@ -39,6 +39,7 @@ COMPARED = {
     "v_daily_account": "account_id, day",
     "v_hourly_account": "account_id, hour_start",
     "v_daily_endpoint": "account_id, day, endpoint NULLS FIRST",
+    "v_inbound_calls": "account_id, call_id",
 }
 
 
@@ -249,7 +250,7 @@ def test_rollup_rebuild_command(engine: Engine, db_url: str, clean_env: None) ->
 
 def test_the_migrations_fill_the_kept_data_of_existing_cdrs() -> None:
     """A database with CDRs from before the kept data (revision 0004) upgraded to head:
-    revisions 0005 and 0006 fill every kept table and column from `cdrs`."""
+    revisions 0005, 0006 and 0007 fill every kept table and column from `cdrs`."""
     with fresh_database("cdr_etl_fill") as url:
         engine = make_engine(url, pool_size=2)
         try:

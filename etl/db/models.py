@@ -370,6 +370,30 @@ rollup_settings = Table(
 """The definitions the kept data was computed with (one row): `[bi] service_level_seconds`
 as of the last `cdr-etl rollup --rebuild`."""
 
+inbound_calls = Table(
+    "inbound_calls",
+    metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("call_id", Text, primary_key=True),  # the trunk (or direct inbound) leg's callid
+    Column("customer_number", Text),
+    Column("did", Text),
+    Column("started_at", TZ),
+    Column("day", Date),  # started_at's local date
+    Column("ended_at", TZ),
+    Column("answered", Boolean),
+    Column("agent_answered", Boolean),
+    Column("answered_by", Text),
+    Column("answered_by_name", Text),
+    Column("wait_seconds", Integer),
+    Column("talk_seconds", Integer),
+    Column("legs", BigInteger),
+    Index(None, "account_id", "day"),
+    Index(None, "account_id", "started_at"),
+)
+"""One row per inbound call, as v_inbound_calls lists them (each trunk leg with its agent
+legs, each direct inbound leg): kept by the load for the legs a page touches, so that a
+day's calls are one index range instead of a derivation over the account's whole table."""
+
 account_totals = Table(
     "account_totals",
     metadata,

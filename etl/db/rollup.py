@@ -15,6 +15,7 @@ Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
 - `account_totals`: rows in `cdrs` per account (`v_sync_health.rows_stored`).
 - `concurrency_minute`: per account and UTC minute, the answered calls in progress
   (revision 0006); `rollup_settings`: the service-level threshold in use.
+- `inbound_calls`: one row per inbound call as `v_inbound_calls` lists it (revision 0007).
 
 How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
 stores the page, in the page's transaction. The server-side function
@@ -37,7 +38,9 @@ stores the page, in the page's transaction. The server-side function
 5. takes each recomputed call's old talk span (from the `call_legs` rows it replaced) out
    of `concurrency_minute` and puts its new one in (`cdr_concurrency_add`, -1 / +1 per
    minute): exact, since the old span is precisely the one added when it was kept;
-6. adds the page's new legs to `account_totals`.
+6. deletes and re-inserts the `inbound_calls` rows those legs head, recomputed from `cdrs`
+   (a trunk leg whose agent legs changed is among the legs: they share its link);
+7. adds the page's new legs to `account_totals`.
 
 Every lookup by key in the refresh is one index probe per key (a LATERAL subquery with
 LIMIT / OFFSET 0): a table loaded faster than autovacuum analyzes it once made the planner
@@ -77,6 +80,118 @@ __all__ = [
     "refresh",
     "set_service_level",
 ]
+
+INBOUND_COLUMNS: tuple[str, ...] = (
+    "account_id", "call_id", "customer_number", "did", "started_at", "day", "ended_at",
+    "answered", "agent_answered", "answered_by", "answered_by_name", "wait_seconds",
+    "talk_seconds", "legs",
+)  # fmt: skip
+"""The columns of `inbound_calls`, in the order `inbound_rows` gives them."""
+
+
+def inbound_rows(heads: str, tz: str) -> str:
+    """The SELECT of `inbound_calls` rows headed by the `cdrs` rows `t` that `heads` (a FROM
+    item) gives, with local days on zone `tz` (an expression): each trunk leg (a real
+    ref_callid) with its agent legs (same account, original_callid = its ref_callid, not
+    trunk legs themselves; one probe of the original_callid index), or a direct inbound leg
+    (incoming, not a trunk leg, original_callid null or its own callid). The definitions are
+    v_inbound_calls' (etl/db/views.py); the other rows of `heads` give nothing."""
+    return f"""SELECT
+    x.account_id,
+    x.call_id,
+    x.customer_number,
+    x.did,
+    x.started_at,
+    x.day,
+    x.ended_at,
+    x.agent_callid IS NOT NULL OR x.trunk_answered,
+    x.agent_callid IS NOT NULL,
+    CASE
+        WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint
+        WHEN x.trunk_answered THEN x.trunk_endpoint
+    END,
+    CASE
+        WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint_name
+        WHEN x.trunk_answered THEN x.trunk_endpoint_name
+    END,
+    CASE
+        WHEN x.waited_until < x.started_at THEN 0  -- the provider's clocks disagree
+        ELSE floor(extract(epoch FROM x.waited_until - x.started_at))::integer
+    END,
+    CASE
+        WHEN x.agent_callid IS NOT NULL THEN x.agent_duration
+        WHEN x.trunk_answered THEN x.trunk_duration
+        ELSE 0
+    END,
+    1 + x.agent_legs
+FROM (
+    SELECT
+        y.*,
+        -- the answering leg: the first agent leg to answer, else the trunk leg if answered
+        CASE
+            WHEN y.agent_callid IS NOT NULL THEN y.agent_answered_at
+            WHEN y.trunk_answered THEN y.trunk_answered_at
+            ELSE y.ended_at
+        END AS waited_until
+    FROM (
+        SELECT
+            t.account_id,
+            t.callid AS call_id,
+            t.ani AS customer_number,
+            t.dnis AS did,
+            t.dnis_user AS trunk_endpoint,
+            t.name_endpoint_dnis AS trunk_endpoint_name,
+            coalesce(t.detect_time, t.connect_time, t.disconnect_time) AS started_at,
+            (coalesce(t.detect_time, t.connect_time, t.disconnect_time) AT TIME ZONE {tz})::date
+                AS day,
+            greatest(t.disconnect_time, g.ended_at) AS ended_at,
+            coalesce(t.duration, 0) > 0 AS trunk_answered,
+            t.duration AS trunk_duration,
+            coalesce(t.connect_time, t.disconnect_time - make_interval(secs => t.duration))
+                AS trunk_answered_at,
+            g.agent_legs,
+            g.agent_callid,
+            g.agent_endpoint,
+            g.agent_endpoint_name,
+            g.agent_duration,
+            g.agent_answered_at
+        FROM {heads}
+        CROSS JOIN LATERAL (
+            SELECT
+                count(*) AS agent_legs,
+                max(g.disconnect_time) AS ended_at,
+                (array_agg(g.callid ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_callid,
+                (array_agg(g.dnis_user ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_endpoint,
+                (array_agg(g.name_endpoint_dnis ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_endpoint_name,
+                (array_agg(g.duration ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_duration,
+                (array_agg(g.answered_at ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_answered_at
+            FROM (
+                SELECT
+                    g.callid,
+                    g.dnis_user,
+                    g.name_endpoint_dnis,
+                    g.duration,
+                    g.disconnect_time,
+                    coalesce(
+                        g.connect_time, g.disconnect_time - make_interval(secs => g.duration)
+                    ) AS answered_at
+                FROM cdrs g
+                WHERE t.ref_callid <> '0'
+                    AND g.original_callid = t.ref_callid
+                    AND g.account_id = t.account_id
+                    AND coalesce(g.ref_callid, '0') = '0'
+            ) g
+        ) g
+        WHERE coalesce(t.ref_callid, '0') <> '0'
+            OR (t.type = 'incoming' AND (t.original_callid IS NULL OR t.original_callid = t.callid))
+    ) y
+) x"""
+
 
 FUNCTIONS: tuple[str, ...] = (
     """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
@@ -546,14 +661,40 @@ BEGIN
     PERFORM cdr_concurrency_add(p_account, v_spans, -1);
     PERFORM cdr_concurrency_add(p_account, v_new_spans, 1);
 
+    -- v_inbound_calls: the rows headed by those legs, recomputed (a leg that no longer heads
+    -- an inbound call loses its row; a trunk leg whose agent legs changed is among them)
+    DELETE FROM inbound_calls
+    WHERE ctid = ANY(ARRAY(
+        SELECT i.ctid
+        FROM unnest(v_targets) u(callid)
+        CROSS JOIN LATERAL (
+            SELECT i.ctid FROM inbound_calls i
+            WHERE i.account_id = p_account AND i.call_id = u.callid
+            LIMIT 1
+        ) i
+    ));
+    INSERT INTO inbound_calls (__INBOUND_COLUMNS__)
+__INBOUND_TARGETS__;
+
     -- the page's legs stored in cdrs that were not kept before are new rows
     INSERT INTO account_totals (account_id, cdrs)
     VALUES (p_account, v_found - v_kept)
     ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;
 END
-$fn$""",
+$fn$""".replace("__INBOUND_COLUMNS__", ", ".join(INBOUND_COLUMNS)).replace(
+        "__INBOUND_TARGETS__",
+        inbound_rows(
+            "unnest(v_targets) u(callid)\nCROSS JOIN LATERAL (\n"
+            "    SELECT * FROM cdrs t\n"
+            "    WHERE t.account_id = p_account AND t.callid = u.callid\n"
+            "    LIMIT 1\n"
+            ") t",
+            "v_tz",
+        ),
+    ),
 )
-"""The server-side functions the load calls (frozen into revision 0005 as applied)."""
+"""The server-side functions the load calls (frozen into the revisions as applied: 0005,
+0006, 0007)."""
 
 _REFRESH = text("SELECT cdr_rollup_refresh(:account_id, :callids)").bindparams(
     bindparam("callids", type_=ARRAY(Text))

@@ -128,10 +128,10 @@ Efficiency (measured on 1.6 M legs on 2 cores: 5-10 s for any whole view):
 v_call_legs finds each agent leg's trunk leg with one window over (account, link) (link =
 ref_callid of a trunk leg, original_callid of any other leg): one sort, no self-join (a
 hash join on original_callid degenerates on its many nulls) and no per-row subquery; a
-filter on `account_id` is pushed below the window. v_inbound_calls starts from the trunk
-legs and reaches their agent legs through the `original_callid` index, so a selective
-filter on its calls reads only their own agent legs. v_sync_health does one indexed
-lookup per account (accounts are few; runs and cdrs are many).
+filter on `account_id` is pushed below the window. v_inbound_calls reads `inbound_calls`,
+kept by the load (etl/db/rollup.py): a day's calls are one index range of (account_id, day)
+or (account_id, started_at). v_sync_health does one indexed lookup per account (accounts
+are few; runs and cdrs are many).
 """
 
 from __future__ import annotations
@@ -518,110 +518,28 @@ V_INBOUND_CALLS = View(
         "One row per inbound call: a trunk leg (real ref_callid) joined to its agent legs "
         "(original_callid = ref_callid, same account), or a direct incoming leg. Wait, "
         "answered (any leg with duration > 0), who answered (first agent leg to answer, "
-        "else the trunk's receiving endpoint) and talk time."
+        "else the trunk's receiving endpoint) and talk time. Kept by the load in "
+        "inbound_calls (cdr-etl rollup --rebuild recomputes it)."
     ),
-    select=f"""
+    select="""
 SELECT
-    account_id,
-    account_name,
-    call_id,
-    customer_number,
-    did,
-    started_at,
-    (started_at AT TIME ZONE timezone)::date AS day,
-    ended_at,
-    answered,
-    agent_answered,
-    answered_by,
-    answered_by_name,
-    CASE
-        WHEN waited_until < started_at THEN 0  -- the provider's clocks disagree
-        ELSE floor(extract(epoch FROM waited_until - started_at))::integer
-    END AS wait_seconds,
-    talk_seconds,
-    legs
-FROM (
-    -- the answering leg: the first agent leg to answer, else the trunk leg if answered
-    SELECT
-        x.*,
-        x.agent_callid IS NOT NULL OR x.trunk_answered AS answered,
-        x.agent_callid IS NOT NULL AS agent_answered,
-        CASE
-            WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint
-            WHEN x.trunk_answered THEN x.trunk_endpoint
-        END AS answered_by,
-        CASE
-            WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint_name
-            WHEN x.trunk_answered THEN x.trunk_endpoint_name
-        END AS answered_by_name,
-        CASE
-            WHEN x.agent_callid IS NOT NULL THEN x.agent_answered_at
-            WHEN x.trunk_answered THEN x.trunk_answered_at
-            ELSE x.ended_at
-        END AS waited_until,
-        CASE
-            WHEN x.agent_callid IS NOT NULL THEN x.agent_duration
-            WHEN x.trunk_answered THEN x.trunk_duration
-            ELSE 0
-        END AS talk_seconds,
-        1 + x.agent_legs AS legs
-    FROM (
-        -- one row per trunk (or direct inbound) leg with its agent legs aggregated
-        SELECT
-            t.account_id,
-            a.name AS account_name,
-            a.timezone,
-            t.callid AS call_id,
-            t.ani AS customer_number,
-            t.dnis AS did,
-            t.dnis_user AS trunk_endpoint,
-            t.name_endpoint_dnis AS trunk_endpoint_name,
-            {_LEG_START.format(t="t")} AS started_at,
-            greatest(t.disconnect_time, max(g.disconnect_time)) AS ended_at,
-            coalesce(t.duration, 0) > 0 AS trunk_answered,
-            t.duration AS trunk_duration,
-            coalesce(t.connect_time, t.disconnect_time - make_interval(secs => t.duration))
-                AS trunk_answered_at,
-            count(g.callid) AS agent_legs,
-            (array_agg(g.callid ORDER BY g.answered_at, g.callid)
-                FILTER (WHERE g.duration > 0))[1] AS agent_callid,
-            (array_agg(g.dnis_user ORDER BY g.answered_at, g.callid)
-                FILTER (WHERE g.duration > 0))[1] AS agent_endpoint,
-            (array_agg(g.name_endpoint_dnis ORDER BY g.answered_at, g.callid)
-                FILTER (WHERE g.duration > 0))[1] AS agent_endpoint_name,
-            (array_agg(g.duration ORDER BY g.answered_at, g.callid)
-                FILTER (WHERE g.duration > 0))[1] AS agent_duration,
-            (array_agg(g.answered_at ORDER BY g.answered_at, g.callid)
-                FILTER (WHERE g.duration > 0))[1] AS agent_answered_at
-        FROM cdrs t
-        JOIN accounts a ON a.id = t.account_id
-        LEFT JOIN (
-            -- agent legs (not trunk legs themselves), reached through the original_callid
-            -- index
-            SELECT
-                account_id,
-                callid,
-                original_callid,
-                dnis_user,
-                name_endpoint_dnis,
-                duration,
-                disconnect_time,
-                coalesce(connect_time, disconnect_time - make_interval(secs => duration))
-                    AS answered_at
-            FROM cdrs
-            WHERE coalesce(ref_callid, '0') = '0'
-        ) g
-            ON g.original_callid = t.ref_callid
-            AND g.account_id = t.account_id
-            AND t.ref_callid <> '0'
-        WHERE coalesce(t.ref_callid, '0') <> '0'
-            OR (
-                t.type = 'incoming'
-                AND (t.original_callid IS NULL OR t.original_callid = t.callid)
-            )
-        GROUP BY t.account_id, t.callid, a.id
-    ) x
-) i
+    i.account_id,
+    a.name AS account_name,
+    i.call_id,
+    i.customer_number,
+    i.did,
+    i.started_at,
+    i.day,
+    i.ended_at,
+    i.answered,
+    i.agent_answered,
+    i.answered_by,
+    i.answered_by_name,
+    i.wait_seconds,
+    i.talk_seconds,
+    i.legs
+FROM inbound_calls i
+JOIN accounts a ON a.id = i.account_id
 """,
     columns={
         "account_id": "accounts.id",
