@@ -84,7 +84,7 @@ class App:
         if self._engine is not None:
             self._engine.dispose()
         if self._settings is not None and not self._settings.database_url:
-            from etl.db.engine import stop_embedded  # our handle on the embedded server
+            from etl.db.url import stop_embedded  # our handle on the embedded server
 
             stop_embedded(self._settings.home)
 
@@ -158,11 +158,16 @@ def migrate(app: App) -> None:
 @pass_app
 def status(app: App) -> None:
     """Show each account: watermarks and lag per pass, last run, rows stored, rejects."""
+    from etl.db.accounts import upsert_accounts_on
+    from etl.db.migrate import current_revision_on
+    from etl.db.url import connect
     from etl.status import account_status, render_status
 
-    _require_schema(app)
-    app.sync_accounts()
-    render_status(_console(), account_status(app.engine, app.settings))
+    with connect(app.settings) as conn:  # psycopg alone: no SQLAlchemy import
+        _require_revision(current_revision_on(conn))
+        upsert_accounts_on(conn, app.settings.accounts)
+        statuses = account_status(conn, app.settings)
+    render_status(_console(), statuses)
 
 
 @cli.command()
@@ -256,9 +261,14 @@ def rollup(app: App, rebuild: bool, names: tuple[str, ...], no_progress: bool) -
 
 
 def _require_schema(app: App) -> None:
-    from etl.db.migrate import current_revision, head_revision
+    from etl.db.migrate import current_revision
 
-    current = current_revision(app.engine)
+    _require_revision(current_revision(app.engine))
+
+
+def _require_revision(current: str | None) -> None:
+    from etl.db.migrate import head_revision
+
     if current != head_revision():
         raise ConfigError(
             f"database: schema is at revision {current or 'empty'}, not "
@@ -280,6 +290,9 @@ def _errors() -> Iterator[None]:
         database = sys.modules.get("sqlalchemy.exc")  # loaded by whatever raised it
         if database is not None and isinstance(exc, database.OperationalError):
             _die(1, f"database: {_first_line(exc.orig or exc)}")
+        driver = sys.modules.get("psycopg")
+        if driver is not None and isinstance(exc, driver.OperationalError):
+            _die(1, f"database: {_first_line(exc)}")
         from etl.redact import RedactingFilter, redact
 
         # a bug: still one line, still no secret, exit 1

@@ -1,15 +1,23 @@
-"""`cdr-etl status`: what the database says about each account."""
+"""`cdr-etl status`: what the database says about each account.
+
+It reads through a bare psycopg connection (etl/db/url.py), not SQLAlchemy: an operator's
+`status` pays for no import it does not need.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, text
 
 from etl.config import Settings, format_duration
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import DictRow
 
 
 @dataclass
@@ -32,16 +40,13 @@ class AccountStatus:
     failed_runs_24h: int = 0
 
 
-_HEALTH = text(
-    """
+_HEALTH = """
     SELECT h.account_id, h.account_name, a.username, h.timezone, h.watermarks,
            h.last_success_at, h.rows_stored, h.rejects, h.failed_runs_24h
     FROM v_sync_health h JOIN accounts a ON a.id = h.account_id
     ORDER BY h.account_name
     """
-)
-_LAST_RUNS = text(
-    """
+_LAST_RUNS = """
     SELECT last.*
     FROM accounts a
     CROSS JOIN LATERAL (
@@ -49,16 +54,14 @@ _LAST_RUNS = text(
         ORDER BY started_at DESC, id DESC LIMIT 1
     ) last
     """
-)
 
 
-def account_status(engine: Engine, settings: Settings) -> list[AccountStatus]:
+def account_status(conn: psycopg.Connection[DictRow], settings: Settings) -> list[AccountStatus]:
     """Each account as `v_sync_health` tells it (the view BI reads too), with the figures
     of its last run; passes configured but not started yet are shown as such."""
     configured = {format_duration(d) for d in settings.sync.passes}
-    with engine.connect() as conn:
-        health = conn.execute(_HEALTH).mappings().all()
-        last_runs = {row["account_id"]: dict(row) for row in conn.execute(_LAST_RUNS).mappings()}
+    health = conn.execute(_HEALTH).fetchall()
+    last_runs = {row["account_id"]: row for row in conn.execute(_LAST_RUNS)}
     result: list[AccountStatus] = []
     for row in health:
         marks = row["watermarks"] or {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from etl.db import engine as engine_module
+from etl.db import url as url_module
 from etl.db.engine import embedded_url, make_engine, stop_embedded
 
 
@@ -58,7 +58,7 @@ def test_embedded_server_starts_is_reused_and_stops(own_tmp: Path) -> None:
     pid = _postmaster_pid(home / "pgdata")
     assert _running(pid)
     stop_embedded(home)
-    assert (home / "pgdata").resolve() not in engine_module._servers
+    assert (home / "pgdata").resolve() not in url_module._servers
     assert not _running(pid)
     engine = make_engine(embedded_url(home), pool_size=1)
     with engine.connect() as conn:

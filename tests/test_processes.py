@@ -161,6 +161,60 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
     assert marks == 0  # a backfill leaves the incremental watermarks alone
 
 
+def test_status_tells_what_the_database_holds_without_sqlalchemy(
+    engine: Engine, db_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """`cdr-etl status` before and after a sync: the account, its passes, its last run and
+    its rows, as stored; through psycopg alone (no SQLAlchemy, Alembic or httpx import),
+    with the database password from its file, which it never prints."""
+    secret = tmp_path / "db-password"
+    secret.write_text("dbsecret77\n")
+    env = cli_env(db_url, sim, tmp_path, CDR_ETL_DATABASE_PASSWORD_FILE=str(secret))
+    migrate(env)
+
+    def status() -> str:
+        out, err = cdr_etl("status", env=env).communicate(timeout=120)
+        assert err == "", err
+        assert "dbsecret77" not in out
+        assert PASSWORD not in out
+        return out
+
+    before = status()
+    assert f"default  endpoint {USERNAME}, clock {TZ}" in before
+    assert "not started" in before
+    assert "last run: never" in before
+    assert "rows stored: 0 " in before
+    sync = cdr_etl("sync", env=env)
+    _, err = sync.communicate(timeout=300)
+    assert sync.returncode == 0, err
+    after = status()
+    with engine.connect() as conn:
+        rows = conn.scalar(select(func.count()).select_from(cdrs))
+        mark = conn.scalar(select(watermarks.c.position).where(watermarks.c.pass_name == "2m"))
+        fetched = conn.scalar(select(runs.c.fetched).where(runs.c.kind == "sync"))
+    assert rows
+    assert mark is not None
+    assert f"rows stored: {rows} " in after
+    assert f"2m   │ {mark:%Y-%m-%d %H:%M:%S}" in after
+    assert "last run: sync ok at " in after
+    assert f"fetched {fetched}, inserted {rows}," in after
+    probe = (
+        "import sys\n"
+        "from etl.cli import main\n"
+        "try:\n"
+        "    main(['status'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('sqlalchemy', 'alembic', 'httpx')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_two_syncs_at_once_are_exact(
     engine: Engine, db_url: str, sim: SimulatorServer, tmp_path: Path
 ) -> None:

@@ -1,36 +1,59 @@
-"""The `accounts` table follows the configuration: upserted by name when a command starts."""
+"""The `accounts` table follows the configuration: upserted by name when a command starts.
+
+Plain SQL, run through an engine or a bare psycopg connection (`status`, which answers
+without SQLAlchemy's import).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from sqlalchemy import Engine, func, select
-from sqlalchemy.dialects.postgresql import insert
+from typing import TYPE_CHECKING
 
 from etl.config import AccountConfig
-from etl.db.models import accounts
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import DictRow
+    from sqlalchemy import Engine
+
+# One statement for every account: a name seen again takes the configured endpoint and zone
+# (the row is rewritten only when one of them changed). Never a password.
+_UPSERT = """
+INSERT INTO accounts (name, username, timezone)
+SELECT * FROM unnest(%(names)s::text[], %(usernames)s::text[], %(timezones)s::text[])
+ON CONFLICT (name) DO UPDATE SET
+    username = excluded.username, timezone = excluded.timezone, updated_at = now()
+WHERE accounts.username <> excluded.username OR accounts.timezone <> excluded.timezone
+"""
+_IDS = "SELECT name, id FROM accounts WHERE name = ANY(%(names)s::text[])"
+
+
+def _params(configured: Iterable[AccountConfig]) -> dict[str, list[str]]:
+    chosen = list(configured)
+    return {
+        "names": [a.name for a in chosen],
+        "usernames": [a.username for a in chosen],
+        "timezones": [a.timezone for a in chosen],
+    }
 
 
 def upsert_accounts(engine: Engine, configured: Iterable[AccountConfig]) -> dict[str, int]:
-    """Insert or update each configured account; return {name: id}. Never stores a password."""
-    rows = [{"name": a.name, "username": a.username, "timezone": a.timezone} for a in configured]
-    if not rows:
+    """Insert or update each configured account; return {name: id}."""
+    params = _params(configured)
+    if not params["names"]:
         return {}
-    statement = insert(accounts).values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=[accounts.c.name],
-        set_={
-            "username": statement.excluded.username,
-            "timezone": statement.excluded.timezone,
-            "updated_at": func.now(),
-        },
-        where=(accounts.c.username != statement.excluded.username)
-        | (accounts.c.timezone != statement.excluded.timezone),
-    )
     with engine.begin() as connection:
-        connection.execute(statement)
-        names = [row["name"] for row in rows]
-        found = connection.execute(
-            select(accounts.c.name, accounts.c.id).where(accounts.c.name.in_(names))
-        )
-        return {name: account_id for name, account_id in found.tuples()}
+        connection.exec_driver_sql(_UPSERT, params)
+        return dict(connection.exec_driver_sql(_IDS, params).tuples().all())
+
+
+def upsert_accounts_on(
+    connection: psycopg.Connection[DictRow], configured: Iterable[AccountConfig]
+) -> dict[str, int]:
+    """`upsert_accounts` on a psycopg connection."""
+    params = _params(configured)
+    if not params["names"]:
+        return {}
+    with connection.transaction():
+        connection.execute(_UPSERT, params)
+        return {row["name"]: row["id"] for row in connection.execute(_IDS, params)}

@@ -12,10 +12,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, text
-
 if TYPE_CHECKING:
+    import psycopg
     from alembic.config import Config
+    from psycopg.rows import DictRow
+    from sqlalchemy import Connection, Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -55,13 +56,26 @@ def head_revision() -> str:
     return heads.pop()
 
 
+_HAS_VERSION = "SELECT to_regclass('alembic_version') IS NOT NULL AS found"
+_READ_VERSION = "SELECT version_num AS version FROM alembic_version"
+
+
 def current_revision(engine: Engine) -> str | None:
     """The database's revision (None: never migrated)."""
     with engine.connect() as connection:
-        if connection.scalar(text("SELECT to_regclass('alembic_version')")) is None:
+        if not connection.exec_driver_sql(_HAS_VERSION).scalar():
             return None
-        version: str | None = connection.scalar(text("SELECT version_num FROM alembic_version"))
+        version: str | None = connection.exec_driver_sql(_READ_VERSION).scalar()
         return version
+
+
+def current_revision_on(connection: psycopg.Connection[DictRow]) -> str | None:
+    """`current_revision` on a psycopg connection."""
+    found = connection.execute(_HAS_VERSION).fetchone()
+    if not found or not found["found"]:
+        return None
+    row = connection.execute(_READ_VERSION).fetchone()
+    return row["version"] if row else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

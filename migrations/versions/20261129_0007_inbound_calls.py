@@ -133,9 +133,12 @@ JOIN accounts a ON a.id = t.account_id
                     coalesce(
                         g.connect_time, g.disconnect_time - make_interval(secs => g.duration)
                     ) AS answered_at
-                FROM cdrs g
+                FROM (
+                    -- the original_callid index alone (OFFSET 0 keeps the account's filter
+                    -- out: the planner once and-ed in the account's whole detect_time range)
+                    SELECT * FROM cdrs g WHERE g.original_callid = t.ref_callid OFFSET 0
+                ) g
                 WHERE t.ref_callid <> '0'
-                    AND g.original_callid = t.ref_callid
                     AND g.account_id = t.account_id
                     AND coalesce(g.ref_callid, '0') = '0'
             ) g
@@ -434,9 +437,12 @@ CROSS JOIN LATERAL (
                     coalesce(
                         g.connect_time, g.disconnect_time - make_interval(secs => g.duration)
                     ) AS answered_at
-                FROM cdrs g
+                FROM (
+                    -- the original_callid index alone (OFFSET 0 keeps the account's filter
+                    -- out: the planner once and-ed in the account's whole detect_time range)
+                    SELECT * FROM cdrs g WHERE g.original_callid = t.ref_callid OFFSET 0
+                ) g
                 WHERE t.ref_callid <> '0'
-                    AND g.original_callid = t.ref_callid
                     AND g.account_id = t.account_id
                     AND coalesce(g.ref_callid, '0') = '0'
             ) g
