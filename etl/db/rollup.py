@@ -89,13 +89,14 @@ INBOUND_COLUMNS: tuple[str, ...] = (
 """The columns of `inbound_calls`, in the order `inbound_rows` gives them."""
 
 
-def inbound_rows(heads: str, tz: str) -> str:
-    """The SELECT of `inbound_calls` rows headed by the `cdrs` rows `t` that `heads` (a FROM
-    item) gives, with local days on zone `tz` (an expression): each trunk leg (a real
-    ref_callid) with its agent legs (same account, original_callid = its ref_callid, not
-    trunk legs themselves; one probe of the original_callid index), or a direct inbound leg
+def inbound_rows(legs: str, tz: str) -> str:
+    """The SELECT of the `inbound_calls` rows of the `cdrs` rows in `legs` (a table or CTE
+    with cdrs' columns), with local days on zone `tz` (an expression of `t`, the heading leg):
+    each trunk leg (a real ref_callid) with its agent legs (in `legs`, same account,
+    original_callid = its ref_callid, not trunk legs themselves), and each direct inbound leg
     (incoming, not a trunk leg, original_callid null or its own callid). The definitions are
-    v_inbound_calls' (etl/db/views.py); the other rows of `heads` give nothing."""
+    v_inbound_calls' (etl/db/views.py). The agent legs are aggregated per original_callid and
+    hash-joined to the trunk legs: no probe per call."""
     return f"""SELECT
     x.account_id,
     x.call_id,
@@ -149,15 +150,18 @@ FROM (
             t.duration AS trunk_duration,
             coalesce(t.connect_time, t.disconnect_time - make_interval(secs => t.duration))
                 AS trunk_answered_at,
-            g.agent_legs,
+            coalesce(g.agent_legs, 0) AS agent_legs,
             g.agent_callid,
             g.agent_endpoint,
             g.agent_endpoint_name,
             g.agent_duration,
             g.agent_answered_at
-        FROM {heads}
-        CROSS JOIN LATERAL (
+        FROM {legs} t
+        LEFT JOIN (
+            -- agent legs (not trunk legs themselves) per account and original_callid
             SELECT
+                g.account_id,
+                g.original_callid,
                 count(*) AS agent_legs,
                 max(g.disconnect_time) AS ended_at,
                 (array_agg(g.callid ORDER BY g.answered_at, g.callid)
@@ -172,24 +176,18 @@ FROM (
                     FILTER (WHERE g.duration > 0))[1] AS agent_answered_at
             FROM (
                 SELECT
-                    g.callid,
-                    g.dnis_user,
-                    g.name_endpoint_dnis,
-                    g.duration,
-                    g.disconnect_time,
+                    g.*,
                     coalesce(
                         g.connect_time, g.disconnect_time - make_interval(secs => g.duration)
                     ) AS answered_at
-                FROM (
-                    -- the original_callid index alone (OFFSET 0 keeps the account's filter
-                    -- out: the planner once and-ed in the account's whole detect_time range)
-                    SELECT * FROM cdrs g WHERE g.original_callid = t.ref_callid OFFSET 0
-                ) g
-                WHERE t.ref_callid <> '0'
-                    AND g.account_id = t.account_id
-                    AND coalesce(g.ref_callid, '0') = '0'
+                FROM {legs} g
+                WHERE coalesce(g.ref_callid, '0') = '0' AND g.original_callid IS NOT NULL
             ) g
+            GROUP BY g.account_id, g.original_callid
         ) g
+            ON g.account_id = t.account_id
+            AND g.original_callid = t.ref_callid
+            AND t.ref_callid <> '0'
         WHERE coalesce(t.ref_callid, '0') <> '0'
             OR (t.type = 'incoming' AND (t.original_callid IS NULL OR t.original_callid = t.callid))
     ) y
@@ -570,7 +568,36 @@ BEGIN
     ) s;
 
     DELETE FROM call_legs WHERE ctid = ANY(coalesce(v_ctids, '{}'));  -- read under our lock
-    WITH kept AS (
+    -- v_inbound_calls: the rows those legs head go too (a leg that no longer heads an inbound
+    -- call loses its row) and come back below
+    DELETE FROM inbound_calls
+    WHERE ctid = ANY(ARRAY(
+        SELECT i.ctid
+        FROM unnest(v_targets) u(callid)
+        CROSS JOIN LATERAL (
+            SELECT i.ctid FROM inbound_calls i
+            WHERE i.account_id = p_account AND i.call_id = u.callid
+            LIMIT 1
+        ) i
+    ));
+    -- the legs as stored now, read once for call_legs and inbound_calls. A trunk leg's agent
+    -- legs are among them: they share its link, and every leg sharing a link with one of
+    -- them is (the lookup above)
+    WITH legs AS MATERIALIZED (
+        SELECT
+            c.account_id, c.callid, c.original_callid, c.ref_callid, c.type, c.ani, c.dnis,
+            c.dnis_user, c.name_endpoint_dnis, c.duration, c.detect_time, c.connect_time,
+            c.disconnect_time
+        FROM unnest(v_targets) u(callid)
+        CROSS JOIN LATERAL (
+            SELECT * FROM cdrs c
+            WHERE c.account_id = p_account AND c.callid = u.callid
+            LIMIT 1
+        ) c
+    ), inbound AS (
+        INSERT INTO inbound_calls (__INBOUND_COLUMNS__)
+__INBOUND_ROWS__
+    ), kept AS (
         INSERT INTO call_legs (
             account_id, callid, link, call_id, role, direction, leg_start, call_start,
             bucket_start, talk_start, talk_end
@@ -626,12 +653,7 @@ BEGIN
                             WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
                             ELSE c.original_callid
                         END AS link
-                    FROM unnest(v_targets) u(callid)
-                    CROSS JOIN LATERAL (
-                        SELECT * FROM cdrs c
-                        WHERE c.account_id = p_account AND c.callid = u.callid
-                        LIMIT 1
-                    ) c
+                    FROM legs c
                 ) j
             ) w
         ) r
@@ -664,36 +686,13 @@ BEGIN
     PERFORM cdr_concurrency_add(p_account, v_spans, -1);
     PERFORM cdr_concurrency_add(p_account, v_new_spans, 1);
 
-    -- v_inbound_calls: the rows headed by those legs, recomputed (a leg that no longer heads
-    -- an inbound call loses its row; a trunk leg whose agent legs changed is among them)
-    DELETE FROM inbound_calls
-    WHERE ctid = ANY(ARRAY(
-        SELECT i.ctid
-        FROM unnest(v_targets) u(callid)
-        CROSS JOIN LATERAL (
-            SELECT i.ctid FROM inbound_calls i
-            WHERE i.account_id = p_account AND i.call_id = u.callid
-            LIMIT 1
-        ) i
-    ));
-    INSERT INTO inbound_calls (__INBOUND_COLUMNS__)
-__INBOUND_TARGETS__;
-
     -- the page's legs stored in cdrs that were not kept before are new rows
     INSERT INTO account_totals (account_id, cdrs)
     VALUES (p_account, v_found - v_kept)
     ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;
 END
 $fn$""".replace("__INBOUND_COLUMNS__", ", ".join(INBOUND_COLUMNS)).replace(
-        "__INBOUND_TARGETS__",
-        inbound_rows(
-            "unnest(v_targets) u(callid)\nCROSS JOIN LATERAL (\n"
-            "    SELECT * FROM cdrs t\n"
-            "    WHERE t.account_id = p_account AND t.callid = u.callid\n"
-            "    LIMIT 1\n"
-            ") t",
-            "v_tz",
-        ),
+        "__INBOUND_ROWS__", inbound_rows("legs", "v_tz")
     ),
 )
 """The server-side functions the load calls (frozen into the revisions as applied: 0005,

@@ -94,23 +94,25 @@ FROM (
             t.dnis_user AS trunk_endpoint,
             t.name_endpoint_dnis AS trunk_endpoint_name,
             coalesce(t.detect_time, t.connect_time, t.disconnect_time) AS started_at,
-            (coalesce(t.detect_time, t.connect_time, t.disconnect_time) AT TIME ZONE a.timezone)::date
+            (coalesce(t.detect_time, t.connect_time, t.disconnect_time) AT TIME ZONE (SELECT a.timezone FROM accounts a WHERE a.id = t.account_id))::date
                 AS day,
             greatest(t.disconnect_time, g.ended_at) AS ended_at,
             coalesce(t.duration, 0) > 0 AS trunk_answered,
             t.duration AS trunk_duration,
             coalesce(t.connect_time, t.disconnect_time - make_interval(secs => t.duration))
                 AS trunk_answered_at,
-            g.agent_legs,
+            coalesce(g.agent_legs, 0) AS agent_legs,
             g.agent_callid,
             g.agent_endpoint,
             g.agent_endpoint_name,
             g.agent_duration,
             g.agent_answered_at
         FROM cdrs t
-JOIN accounts a ON a.id = t.account_id
-        CROSS JOIN LATERAL (
+        LEFT JOIN (
+            -- agent legs (not trunk legs themselves) per account and original_callid
             SELECT
+                g.account_id,
+                g.original_callid,
                 count(*) AS agent_legs,
                 max(g.disconnect_time) AS ended_at,
                 (array_agg(g.callid ORDER BY g.answered_at, g.callid)
@@ -125,24 +127,18 @@ JOIN accounts a ON a.id = t.account_id
                     FILTER (WHERE g.duration > 0))[1] AS agent_answered_at
             FROM (
                 SELECT
-                    g.callid,
-                    g.dnis_user,
-                    g.name_endpoint_dnis,
-                    g.duration,
-                    g.disconnect_time,
+                    g.*,
                     coalesce(
                         g.connect_time, g.disconnect_time - make_interval(secs => g.duration)
                     ) AS answered_at
-                FROM (
-                    -- the original_callid index alone (OFFSET 0 keeps the account's filter
-                    -- out: the planner once and-ed in the account's whole detect_time range)
-                    SELECT * FROM cdrs g WHERE g.original_callid = t.ref_callid OFFSET 0
-                ) g
-                WHERE t.ref_callid <> '0'
-                    AND g.account_id = t.account_id
-                    AND coalesce(g.ref_callid, '0') = '0'
+                FROM cdrs g
+                WHERE coalesce(g.ref_callid, '0') = '0' AND g.original_callid IS NOT NULL
             ) g
+            GROUP BY g.account_id, g.original_callid
         ) g
+            ON g.account_id = t.account_id
+            AND g.original_callid = t.ref_callid
+            AND t.ref_callid <> '0'
         WHERE coalesce(t.ref_callid, '0') <> '0'
             OR (t.type = 'incoming' AND (t.original_callid IS NULL OR t.original_callid = t.callid))
     ) y
@@ -241,7 +237,130 @@ BEGIN
     ) s;
 
     DELETE FROM call_legs WHERE ctid = ANY(coalesce(v_ctids, '{}'));  -- read under our lock
-    WITH kept AS (
+    -- v_inbound_calls: the rows those legs head go too (a leg that no longer heads an inbound
+    -- call loses its row) and come back below
+    DELETE FROM inbound_calls
+    WHERE ctid = ANY(ARRAY(
+        SELECT i.ctid
+        FROM unnest(v_targets) u(callid)
+        CROSS JOIN LATERAL (
+            SELECT i.ctid FROM inbound_calls i
+            WHERE i.account_id = p_account AND i.call_id = u.callid
+            LIMIT 1
+        ) i
+    ));
+    -- the legs as stored now, read once for call_legs and inbound_calls. A trunk leg's agent
+    -- legs are among them: they share its link, and every leg sharing a link with one of
+    -- them is (the lookup above)
+    WITH legs AS MATERIALIZED (
+        SELECT
+            c.account_id, c.callid, c.original_callid, c.ref_callid, c.type, c.ani, c.dnis,
+            c.dnis_user, c.name_endpoint_dnis, c.duration, c.detect_time, c.connect_time,
+            c.disconnect_time
+        FROM unnest(v_targets) u(callid)
+        CROSS JOIN LATERAL (
+            SELECT * FROM cdrs c
+            WHERE c.account_id = p_account AND c.callid = u.callid
+            LIMIT 1
+        ) c
+    ), inbound AS (
+        INSERT INTO inbound_calls (account_id, call_id, customer_number, did, started_at, day, ended_at, answered, agent_answered, answered_by, answered_by_name, wait_seconds, talk_seconds, legs)
+SELECT
+    x.account_id,
+    x.call_id,
+    x.customer_number,
+    x.did,
+    x.started_at,
+    x.day,
+    x.ended_at,
+    x.agent_callid IS NOT NULL OR x.trunk_answered,
+    x.agent_callid IS NOT NULL,
+    CASE
+        WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint
+        WHEN x.trunk_answered THEN x.trunk_endpoint
+    END,
+    CASE
+        WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint_name
+        WHEN x.trunk_answered THEN x.trunk_endpoint_name
+    END,
+    CASE
+        WHEN x.waited_until < x.started_at THEN 0  -- the provider's clocks disagree
+        ELSE floor(extract(epoch FROM x.waited_until - x.started_at))::integer
+    END,
+    CASE
+        WHEN x.agent_callid IS NOT NULL THEN x.agent_duration
+        WHEN x.trunk_answered THEN x.trunk_duration
+        ELSE 0
+    END,
+    1 + x.agent_legs
+FROM (
+    SELECT
+        y.*,
+        -- the answering leg: the first agent leg to answer, else the trunk leg if answered
+        CASE
+            WHEN y.agent_callid IS NOT NULL THEN y.agent_answered_at
+            WHEN y.trunk_answered THEN y.trunk_answered_at
+            ELSE y.ended_at
+        END AS waited_until
+    FROM (
+        SELECT
+            t.account_id,
+            t.callid AS call_id,
+            t.ani AS customer_number,
+            t.dnis AS did,
+            t.dnis_user AS trunk_endpoint,
+            t.name_endpoint_dnis AS trunk_endpoint_name,
+            coalesce(t.detect_time, t.connect_time, t.disconnect_time) AS started_at,
+            (coalesce(t.detect_time, t.connect_time, t.disconnect_time) AT TIME ZONE v_tz)::date
+                AS day,
+            greatest(t.disconnect_time, g.ended_at) AS ended_at,
+            coalesce(t.duration, 0) > 0 AS trunk_answered,
+            t.duration AS trunk_duration,
+            coalesce(t.connect_time, t.disconnect_time - make_interval(secs => t.duration))
+                AS trunk_answered_at,
+            coalesce(g.agent_legs, 0) AS agent_legs,
+            g.agent_callid,
+            g.agent_endpoint,
+            g.agent_endpoint_name,
+            g.agent_duration,
+            g.agent_answered_at
+        FROM legs t
+        LEFT JOIN (
+            -- agent legs (not trunk legs themselves) per account and original_callid
+            SELECT
+                g.account_id,
+                g.original_callid,
+                count(*) AS agent_legs,
+                max(g.disconnect_time) AS ended_at,
+                (array_agg(g.callid ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_callid,
+                (array_agg(g.dnis_user ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_endpoint,
+                (array_agg(g.name_endpoint_dnis ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_endpoint_name,
+                (array_agg(g.duration ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_duration,
+                (array_agg(g.answered_at ORDER BY g.answered_at, g.callid)
+                    FILTER (WHERE g.duration > 0))[1] AS agent_answered_at
+            FROM (
+                SELECT
+                    g.*,
+                    coalesce(
+                        g.connect_time, g.disconnect_time - make_interval(secs => g.duration)
+                    ) AS answered_at
+                FROM legs g
+                WHERE coalesce(g.ref_callid, '0') = '0' AND g.original_callid IS NOT NULL
+            ) g
+            GROUP BY g.account_id, g.original_callid
+        ) g
+            ON g.account_id = t.account_id
+            AND g.original_callid = t.ref_callid
+            AND t.ref_callid <> '0'
+        WHERE coalesce(t.ref_callid, '0') <> '0'
+            OR (t.type = 'incoming' AND (t.original_callid IS NULL OR t.original_callid = t.callid))
+    ) y
+) x
+    ), kept AS (
         INSERT INTO call_legs (
             account_id, callid, link, call_id, role, direction, leg_start, call_start,
             bucket_start, talk_start, talk_end
@@ -297,12 +416,7 @@ BEGIN
                             WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
                             ELSE c.original_callid
                         END AS link
-                    FROM unnest(v_targets) u(callid)
-                    CROSS JOIN LATERAL (
-                        SELECT * FROM cdrs c
-                        WHERE c.account_id = p_account AND c.callid = u.callid
-                        LIMIT 1
-                    ) c
+                    FROM legs c
                 ) j
             ) w
         ) r
@@ -334,123 +448,6 @@ BEGIN
     -- spans are the ones added when those legs were kept)
     PERFORM cdr_concurrency_add(p_account, v_spans, -1);
     PERFORM cdr_concurrency_add(p_account, v_new_spans, 1);
-
-    -- v_inbound_calls: the rows headed by those legs, recomputed (a leg that no longer heads
-    -- an inbound call loses its row; a trunk leg whose agent legs changed is among them)
-    DELETE FROM inbound_calls
-    WHERE ctid = ANY(ARRAY(
-        SELECT i.ctid
-        FROM unnest(v_targets) u(callid)
-        CROSS JOIN LATERAL (
-            SELECT i.ctid FROM inbound_calls i
-            WHERE i.account_id = p_account AND i.call_id = u.callid
-            LIMIT 1
-        ) i
-    ));
-    INSERT INTO inbound_calls (account_id, call_id, customer_number, did, started_at, day, ended_at, answered, agent_answered, answered_by, answered_by_name, wait_seconds, talk_seconds, legs)
-SELECT
-    x.account_id,
-    x.call_id,
-    x.customer_number,
-    x.did,
-    x.started_at,
-    x.day,
-    x.ended_at,
-    x.agent_callid IS NOT NULL OR x.trunk_answered,
-    x.agent_callid IS NOT NULL,
-    CASE
-        WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint
-        WHEN x.trunk_answered THEN x.trunk_endpoint
-    END,
-    CASE
-        WHEN x.agent_callid IS NOT NULL THEN x.agent_endpoint_name
-        WHEN x.trunk_answered THEN x.trunk_endpoint_name
-    END,
-    CASE
-        WHEN x.waited_until < x.started_at THEN 0  -- the provider's clocks disagree
-        ELSE floor(extract(epoch FROM x.waited_until - x.started_at))::integer
-    END,
-    CASE
-        WHEN x.agent_callid IS NOT NULL THEN x.agent_duration
-        WHEN x.trunk_answered THEN x.trunk_duration
-        ELSE 0
-    END,
-    1 + x.agent_legs
-FROM (
-    SELECT
-        y.*,
-        -- the answering leg: the first agent leg to answer, else the trunk leg if answered
-        CASE
-            WHEN y.agent_callid IS NOT NULL THEN y.agent_answered_at
-            WHEN y.trunk_answered THEN y.trunk_answered_at
-            ELSE y.ended_at
-        END AS waited_until
-    FROM (
-        SELECT
-            t.account_id,
-            t.callid AS call_id,
-            t.ani AS customer_number,
-            t.dnis AS did,
-            t.dnis_user AS trunk_endpoint,
-            t.name_endpoint_dnis AS trunk_endpoint_name,
-            coalesce(t.detect_time, t.connect_time, t.disconnect_time) AS started_at,
-            (coalesce(t.detect_time, t.connect_time, t.disconnect_time) AT TIME ZONE v_tz)::date
-                AS day,
-            greatest(t.disconnect_time, g.ended_at) AS ended_at,
-            coalesce(t.duration, 0) > 0 AS trunk_answered,
-            t.duration AS trunk_duration,
-            coalesce(t.connect_time, t.disconnect_time - make_interval(secs => t.duration))
-                AS trunk_answered_at,
-            g.agent_legs,
-            g.agent_callid,
-            g.agent_endpoint,
-            g.agent_endpoint_name,
-            g.agent_duration,
-            g.agent_answered_at
-        FROM unnest(v_targets) u(callid)
-CROSS JOIN LATERAL (
-    SELECT * FROM cdrs t
-    WHERE t.account_id = p_account AND t.callid = u.callid
-    LIMIT 1
-) t
-        CROSS JOIN LATERAL (
-            SELECT
-                count(*) AS agent_legs,
-                max(g.disconnect_time) AS ended_at,
-                (array_agg(g.callid ORDER BY g.answered_at, g.callid)
-                    FILTER (WHERE g.duration > 0))[1] AS agent_callid,
-                (array_agg(g.dnis_user ORDER BY g.answered_at, g.callid)
-                    FILTER (WHERE g.duration > 0))[1] AS agent_endpoint,
-                (array_agg(g.name_endpoint_dnis ORDER BY g.answered_at, g.callid)
-                    FILTER (WHERE g.duration > 0))[1] AS agent_endpoint_name,
-                (array_agg(g.duration ORDER BY g.answered_at, g.callid)
-                    FILTER (WHERE g.duration > 0))[1] AS agent_duration,
-                (array_agg(g.answered_at ORDER BY g.answered_at, g.callid)
-                    FILTER (WHERE g.duration > 0))[1] AS agent_answered_at
-            FROM (
-                SELECT
-                    g.callid,
-                    g.dnis_user,
-                    g.name_endpoint_dnis,
-                    g.duration,
-                    g.disconnect_time,
-                    coalesce(
-                        g.connect_time, g.disconnect_time - make_interval(secs => g.duration)
-                    ) AS answered_at
-                FROM (
-                    -- the original_callid index alone (OFFSET 0 keeps the account's filter
-                    -- out: the planner once and-ed in the account's whole detect_time range)
-                    SELECT * FROM cdrs g WHERE g.original_callid = t.ref_callid OFFSET 0
-                ) g
-                WHERE t.ref_callid <> '0'
-                    AND g.account_id = t.account_id
-                    AND coalesce(g.ref_callid, '0') = '0'
-            ) g
-        ) g
-        WHERE coalesce(t.ref_callid, '0') <> '0'
-            OR (t.type = 'incoming' AND (t.original_callid IS NULL OR t.original_callid = t.callid))
-    ) y
-) x;
 
     -- the page's legs stored in cdrs that were not kept before are new rows
     INSERT INTO account_totals (account_id, cdrs)
