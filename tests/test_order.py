@@ -205,8 +205,10 @@ def test_backfill_killed_mid_window_under_reshuffled_ties_resumes_exactly(
 ) -> None:
     """SIGKILL a backfill in the middle of a disturbed window; the re-run is exact."""
     env = cli_env(db_url, shuffling_sim, tmp_path)
-    end = wall(datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0)
-    start = end - timedelta(hours=3)
+    # yesterday's busy hours on the account's clock (not the hours before now, which are the
+    # night's at some times of day: too few rows for pages whose ties get reshuffled)
+    start = wall(datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0)
+    end = start + timedelta(hours=3)
     args = backfill_args(start, end, "--window", "1h", "--concurrency", "1")
     migrate(env)
     process = cdr_etl(*args, env=env)

@@ -89,15 +89,7 @@ INBOUND_COLUMNS: tuple[str, ...] = (
 """The columns of `inbound_calls`, in the order `inbound_rows` gives them."""
 
 
-def inbound_rows(legs: str, tz: str) -> str:
-    """The SELECT of the `inbound_calls` rows of the `cdrs` rows in `legs` (a table or CTE
-    with cdrs' columns), with local days on zone `tz` (an expression of `t`, the heading leg):
-    each trunk leg (a real ref_callid) with its agent legs (in `legs`, same account,
-    original_callid = its ref_callid, not trunk legs themselves), and each direct inbound leg
-    (incoming, not a trunk leg, original_callid null or its own callid). The definitions are
-    v_inbound_calls' (etl/db/views.py). The agent legs are aggregated per original_callid and
-    hash-joined to the trunk legs: no probe per call."""
-    return f"""SELECT
+_INBOUND_ROWS = """SELECT
     x.account_id,
     x.call_id,
     x.customer_number,
@@ -192,6 +184,17 @@ FROM (
             OR (t.type = 'incoming' AND (t.original_callid IS NULL OR t.original_callid = t.callid))
     ) y
 ) x"""
+
+
+def inbound_rows(legs: str, tz: str) -> str:
+    """The SELECT of the `inbound_calls` rows of the `cdrs` rows in `legs` (a table or CTE
+    with cdrs' columns), with local days on zone `tz` (an expression of `t`, the heading leg):
+    each trunk leg (a real ref_callid) with its agent legs (in `legs`, same account,
+    original_callid = its ref_callid, not trunk legs themselves), and each direct inbound leg
+    (incoming, not a trunk leg, original_callid null or its own callid). The definitions are
+    v_inbound_calls' (etl/db/views.py). The agent legs are aggregated per original_callid and
+    hash-joined to the trunk legs: no probe per call."""
+    return _INBOUND_ROWS.format(legs=legs, tz=tz)
 
 
 FUNCTIONS: tuple[str, ...] = (
