@@ -142,3 +142,18 @@ def test_the_clock_rule_on_its_own() -> None:
     ahead = plausible_clock("a", zone, [t + timedelta(hours=1) for t in recent], now)
     assert "1 h in the future" in ahead.text
     assert "UTC-05:00 would fit" in ahead.text
+
+
+@pytest.mark.parametrize(("shift", "way"), [(4, "4 h in the future"), (-7, "7 h older than")])
+def test_a_quiet_night_still_names_the_right_offset(shift: int, way: str) -> None:
+    """Few calls at night: the newest CDR is 50 minutes old, the oldest 23 h 10 min (both
+    ends of the 24 hours are the same hour of the night). A provider on Costa Rica's clock
+    read on a zone 4 hours behind or 7 hours ahead is still said to be UTC-06:00."""
+    now = datetime(2024, 11, 20, 8, 0, tzinfo=UTC)  # 02:00 in Costa Rica
+    zone = "Pacific/Honolulu" if shift > 0 else "Europe/Madrid"
+    true_ages = (timedelta(minutes=50), timedelta(hours=9), timedelta(hours=23, minutes=10))
+    read = [now - age + timedelta(hours=shift) for age in true_ages]
+    finding = plausible_clock("a", zone, read, now)
+    assert finding.level == "FAIL"
+    assert way in finding.text
+    assert "UTC-06:00 would fit" in finding.text

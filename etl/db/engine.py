@@ -8,11 +8,10 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError
 
 from etl.config import Settings
-from etl.db.url import EMBEDDED_DATABASE, database_password, embedded_url, stop_embedded
+from etl.db.url import database_password, embedded_url, stop_embedded
 from etl.errors import ConfigError
 
 __all__ = [
-    "EMBEDDED_DATABASE",
     "database_url",
     "embedded_url",
     "engine_from_settings",

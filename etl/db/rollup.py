@@ -19,7 +19,7 @@ Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
 
 How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
 stores the page, in the page's transaction. The server-side function
-`cdr_rollup_refresh` (SQL held in revision 0005):
+`cdr_rollup_refresh` (SQL frozen in revisions 0005, 0006 and 0007, each as it applied it):
 
 1. takes a transaction-scoped advisory lock per account, so two writers of one account (a
    backfill beside the daemon) refresh one after the other: the second one, in READ
@@ -31,16 +31,17 @@ stores the page, in the page's transaction. The server-side function
    them, before or after the page (an agent leg stored before its trunk leg is re-classed
    when the trunk arrives, in another page, window, run or pass; an updated CDR that
    changed its link leaves its old call right too);
-3. deletes and re-inserts those legs' `call_legs` rows, recomputed from `cdrs`;
+3. deletes and re-inserts those legs' `call_legs` rows and the `inbound_calls` rows they
+   head, both recomputed from one read of the legs' `cdrs` rows (a trunk leg's agent legs
+   are among the legs: they share its link; a leg that no longer heads a call loses its
+   row);
 4. deletes and re-inserts the rollup rows of every bucket those legs were in before or are
    in now, recomputed from `cdrs` through `call_legs` (delete + insert of the touched keys,
    never +/- deltas: a figure is always a recomputation, so it cannot drift);
 5. takes each recomputed call's old talk span (from the `call_legs` rows it replaced) out
    of `concurrency_minute` and puts its new one in (`cdr_concurrency_add`, -1 / +1 per
    minute): exact, since the old span is precisely the one added when it was kept;
-6. deletes and re-inserts the `inbound_calls` rows those legs head, recomputed from `cdrs`
-   (a trunk leg whose agent legs changed is among the legs: they share its link);
-7. adds the page's new legs to `account_totals`.
+6. adds the page's new legs to `account_totals`.
 
 Every lookup by key in the refresh is one index probe per key (a LATERAL subquery with
 LIMIT / OFFSET 0): a table loaded faster than autovacuum analyzes it once made the planner

@@ -8,7 +8,7 @@ import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from etl.config import Settings
 from etl.errors import ConfigError
@@ -84,28 +84,47 @@ def database_password(settings: Settings) -> str | None:
         raise ConfigError(f"database_password_file: cannot read {path}: {exc.strerror}") from None
 
 
+def connect_args(url: str) -> dict[str, Any]:
+    """libpq's keywords for a postgresql+psycopg:// URL, as SQLAlchemy's psycopg dialect
+    makes them: host, port, user, password, dbname from the URL (percent-decoded, an invalid
+    escape kept as written) and every query parameter (host=/socket/dir for a socket). The
+    URL itself never reaches libpq, whose URI parser refuses what SQLAlchemy accepts (an
+    empty host, a literal % in a password)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("database_url: not a valid URL (is the port a number?)") from None
+    found = {
+        "host": unquote(parts.hostname or ""),
+        "port": port,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "dbname": unquote(parts.path.lstrip("/")),
+    }
+    args: dict[str, Any] = {key: value for key, value in found.items() if value}
+    for key, value in parse_qsl(parts.query):
+        args[key] = f"{args[key]},{value}" if key in args and key in _LISTS else value
+    return args
+
+
+_LISTS = ("host", "hostaddr", "port")  # libpq takes several, comma-separated
+
+
 def connect(settings: Settings) -> psycopg.Connection[DictRow]:
     """A psycopg connection (autocommit, rows as dicts, session zone UTC, as the engines'
     connections) to the configured database or the embedded server."""
     import psycopg
     from psycopg.rows import dict_row
 
-    url = settings.database_url or embedded_url(settings.home)
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - a malformed URL raises here, not at connect
-    except ValueError:
-        raise ConfigError("database_url: not a valid URL (is the port a number?)") from None
-    options: dict[str, Any] = {}
+    args = connect_args(settings.database_url or embedded_url(settings.home))
     password = database_password(settings)
     if password is not None:
-        options["password"] = password
-    return psycopg.connect(
-        urlunsplit(parts._replace(scheme="postgresql")),  # libpq's name, not SQLAlchemy's
-        autocommit=True,
-        row_factory=dict_row,
-        application_name="cdr-etl",
-        connect_timeout=10,
-        options="-c TimeZone=UTC",
-        **options,
-    )
+        args["password"] = password
+    args.update(application_name="cdr-etl", connect_timeout=10)
+    try:
+        conn = psycopg.connect(autocommit=True, row_factory=dict_row, **args)
+    except psycopg.ProgrammingError as exc:  # an option libpq does not know: bad settings
+        raise ConfigError(f"database_url: {str(exc).strip().splitlines()[0]}") from None
+    conn.execute("SET TIME ZONE 'UTC'")
+    return conn

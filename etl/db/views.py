@@ -2,8 +2,10 @@
 
 This module holds their current SQL. Migrations never import it: each revision holds the
 SQL it applied, frozen (0002 created the views, 0005 made v_daily_account, v_hourly_account,
-v_daily_endpoint and v_sync_health read the kept data of etl/db/rollup.py). A later change
-to a view is a new revision holding its new SQL, generated from the constants here.
+v_daily_endpoint and v_sync_health read the kept data of etl/db/rollup.py, 0006 added
+figures to the first two and v_concurrency_minute, 0007 made v_inbound_calls read
+`inbound_calls`). A later change to a view is a new revision holding its new SQL, generated
+from the constants here.
 
 Rules shared by every view
 --------------------------
@@ -124,7 +126,7 @@ CDRs, kept in `concurrency_minute` by the load).
     account_id, account_name, minute (timestamptz), local_minute (account's wall
     clock); samples; max_active, max_ringing, max_talking.
 
-Efficiency (measured on 1.6 M legs on 2 cores: 5-10 s for any whole view):
+Efficiency (v_call_legs, which derives from `cdrs` per query: 5-10 s whole on 1.6 M legs):
 v_call_legs finds each agent leg's trunk leg with one window over (account, link) (link =
 ref_callid of a trunk leg, original_callid of any other leg): one sort, no self-join (a
 hash join on original_callid degenerates on its many nulls) and no per-row subquery; a

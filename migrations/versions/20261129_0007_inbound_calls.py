@@ -6,7 +6,8 @@ Create Date: 2026-11-29 04:00:00
 
 The upgrade creates `inbound_calls` (one row per inbound call, as v_inbound_calls lists
 them), fills it from `cdrs` in one statement, replaces cdr_rollup_refresh with the one that
-also keeps it, and makes v_inbound_calls read it (same columns). The downgrade puts
+also keeps it, and makes v_inbound_calls read it (same columns). It holds `cdrs` in SHARE
+mode throughout, so a writer running beside the migration waits for it. The downgrade puts
 revision 0006's function and view back and drops the table. Every statement is frozen here
 as applied (generated once from etl/db/models.py, etl/db/rollup.py and etl/db/views.py).
 """
@@ -822,6 +823,9 @@ def _run(statements: list[str]) -> None:
 
 
 def upgrade() -> None:
+    # Writers (a daemon left running) wait until this commits, then refresh with the new
+    # function: none stores a page that the fill does not see and the old function keeps.
+    op.execute(sa.text("LOCK TABLE cdrs IN SHARE MODE"))
     _run(TABLES)
     op.execute(sa.text(FILL))
     _run(FUNCTIONS)
