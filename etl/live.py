@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, delete, insert
 
 from etl.api.client import RequestStats
-from etl.db.models import LiveCall, LiveSample
+from etl.db.models import live_calls, live_samples
 from etl.db.state import RunFigures
 from etl.normalize import Cdr, normalize_page
 from etl.pipeline import Source
@@ -172,11 +172,11 @@ def _store(engine: Engine, account_id: int, snapshot: LiveSnapshot, now: datetim
         for state, leg in snapshot.calls
     ]
     with engine.begin() as conn:
-        conn.execute(delete(LiveCall).where(LiveCall.account_id == account_id))
+        conn.execute(delete(live_calls).where(live_calls.c.account_id == account_id))
         if rows:
-            conn.execute(insert(LiveCall), rows)
+            conn.execute(insert(live_calls), rows)
         conn.execute(
-            insert(LiveSample).values(
+            insert(live_samples).values(
                 account_id=account_id,
                 sampled_at=now,
                 active=snapshot.active,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from etl.config import SyncSettings
-from etl.db.models import Cdr, cdrs, rejects, runs
+from etl.db.models import cdrs, rejects, runs
 from etl.db.state import account_lock
 from etl.normalize import content_hash
 from etl.verify import VerifyResult, verify_account
@@ -89,10 +89,10 @@ def test_verify_finds_and_repairs_exactly_the_damage(engine: Engine) -> None:
         stale = {**served[altered], "end_reason": "TAMPERED"}
         with engine.begin() as conn:
             conn.execute(
-                delete(Cdr).where(cdrs.c.account_id == w.account_id, cdrs.c.callid.in_(gone))
+                delete(cdrs).where(cdrs.c.account_id == w.account_id, cdrs.c.callid.in_(gone))
             )
             conn.execute(
-                update(Cdr)
+                update(cdrs)
                 .where(cdrs.c.account_id == w.account_id, cdrs.c.callid == altered)
                 .values(raw=stale, content_hash=content_hash(stale))
             )
@@ -139,7 +139,7 @@ def test_extra_rows_are_reported_never_deleted(engine: Engine) -> None:
                 raw=raw,
                 content_hash=content_hash(raw),
             )
-            conn.execute(insert(Cdr).values(row))
+            conn.execute(insert(cdrs).values(row))
         found = verify(w, repair=True)
         assert found.status == "differs"
         assert found.extra == ["not-served-1"]
