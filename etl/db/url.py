@@ -84,6 +84,9 @@ def database_password(settings: Settings) -> str | None:
         raise ConfigError(f"database_password_file: cannot read {path}: {exc.strerror}") from None
 
 
+_LISTS = ("host", "hostaddr", "port")  # libpq takes several, comma-separated
+
+
 def connect_args(url: str) -> dict[str, Any]:
     """libpq's keywords for a postgresql+psycopg:// URL, as SQLAlchemy's psycopg dialect
     makes them: host, port, user, password, dbname from the URL (percent-decoded, an invalid
@@ -106,9 +109,6 @@ def connect_args(url: str) -> dict[str, Any]:
     for key, value in parse_qsl(parts.query):
         args[key] = f"{args[key]},{value}" if key in args and key in _LISTS else value
     return args
-
-
-_LISTS = ("host", "hostaddr", "port")  # libpq takes several, comma-separated
 
 
 def connect(settings: Settings) -> psycopg.Connection[DictRow]:
