@@ -237,6 +237,41 @@ def test_new_calls_are_added_and_calls_already_kept_recomputed(
     assert_kept_equals_recomputed(engine)
 
 
+def test_deleting_an_account_deletes_all_it_kept(engine: Engine) -> None:
+    """Every table with an account_id loses the deleted account's rows and keeps the other's
+    (call_legs and inbound_calls by a trigger on accounts, the others by their cascade)."""
+    ids = setup(engine)
+    load_pages(engine, ids["ny"], cdrs_of(records("7000001", NY, FALL_BACK_HOUR + 10, 3), NY), 50)
+    load_pages(engine, ids["cr"], cdrs_of(records("8569841", CR, FALL_BACK_HOUR + 10, 3), CR), 50)
+    with engine.begin() as conn:
+        tables = (
+            conn.execute(
+                text(
+                    "SELECT table_name FROM information_schema.columns WHERE column_name = "
+                    "'account_id' AND table_schema = 'public' AND table_name NOT LIKE 'v\\_%'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        assert {"call_legs", "inbound_calls", "cdrs"} <= set(tables)
+
+        def counts(account_id: int) -> dict[str, int]:
+            return {
+                t: conn.execute(
+                    text(f"SELECT count(*) FROM {t} WHERE account_id = :a"), {"a": account_id}
+                ).scalar_one()
+                for t in tables
+            }
+
+        kept_cr = counts(ids["cr"])
+        assert counts(ids["ny"])["call_legs"] > 0
+        assert counts(ids["ny"])["inbound_calls"] > 0
+        conn.execute(text("DELETE FROM accounts WHERE id = :a"), {"a": ids["ny"]})
+        assert set(counts(ids["ny"]).values()) == {0}
+        assert counts(ids["cr"]) == kept_cr
+
+
 def test_two_writers_at_once_lose_nothing(engine: Engine) -> None:
     """A backfill and the daemon writing overlapping pages of one account side by side."""
     ids = setup(engine)

@@ -923,9 +923,18 @@ $fn$""".replace("__INBOUND_COLUMNS__", ", ".join(INBOUND_COLUMNS))
     .replace("__INBOUND_ROWS__", inbound_rows("legs", "v_tz"))
     .replace("__CALL_LEGS_ROWS__", call_legs_rows("legs")),
     _add_function(),
+    """CREATE FUNCTION cdr_forget_account() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    -- the per-leg kept tables have no foreign key to accounts (a check per leg at load)
+    DELETE FROM call_legs WHERE account_id = OLD.id;
+    DELETE FROM inbound_calls WHERE account_id = OLD.id;
+    RETURN OLD;
+END
+$fn$""",
 )
-"""The server-side functions the load calls (frozen into the revisions as applied: 0005,
-0006, 0007, 0008)."""
+"""The server-side functions of the kept data (frozen into the revisions as applied: 0005,
+0006, 0007, 0008): the load's, and the trigger function that deletes a deleted account's
+kept legs and inbound calls (those two tables have no foreign key: a check per row at load)."""
 
 _REFRESH = text("SELECT cdr_rollup_refresh(:account_id, :callids)").bindparams(
     bindparam("callids", type_=ARRAY(Text))

@@ -8,8 +8,12 @@ The load used to recompute, for every page, each 5-minute bucket and local hour 
 touched from all of their legs. cdr_rollup_add keeps the legs of a page whose calls are new
 to the kept data (neither the leg nor any kept leg shares its link) by adding their figures
 to the kept rows, and hands the others to cdr_rollup_refresh, which recomputes them as
-before. No table changes; the downgrade drops the function. The statement is frozen here as
-applied (generated once from etl/db/rollup.py).
+before.
+
+`call_legs` and `inbound_calls` lose their foreign key to `accounts` (a check per row the
+load writes); a trigger on `accounts` deletes an account's rows of both instead, as the
+cascade did. The downgrade puts the keys back and drops the trigger and the functions.
+Every statement is frozen here as applied (generated once from etl/db/rollup.py).
 """
 
 # ruff: noqa: E501  (frozen SQL pasted verbatim: its long lines stay as applied)
@@ -25,7 +29,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # fmt: off
-FUNCTION = """CREATE FUNCTION cdr_rollup_add(p_account integer, p_callids text[])
+ADD = """CREATE FUNCTION cdr_rollup_add(p_account integer, p_callids text[])
 RETURNS integer LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
@@ -497,12 +501,41 @@ FROM (
     RETURN coalesce(cardinality(v_recompute), 0);
 END
 $fn$"""
+
+FORGET = """CREATE FUNCTION cdr_forget_account() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    -- the per-leg kept tables have no foreign key to accounts (a check per leg at load)
+    DELETE FROM call_legs WHERE account_id = OLD.id;
+    DELETE FROM inbound_calls WHERE account_id = OLD.id;
+    RETURN OLD;
+END
+$fn$"""
+
+UPGRADE: list[str] = [
+    ADD,
+    FORGET,
+    "CREATE TRIGGER accounts_forget_kept_legs AFTER DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION cdr_forget_account()",
+    "ALTER TABLE call_legs DROP CONSTRAINT fk_call_legs_account_id_accounts",
+    "ALTER TABLE inbound_calls DROP CONSTRAINT fk_inbound_calls_account_id_accounts",
+]
+
+DOWNGRADE: list[str] = [
+    "DELETE FROM call_legs k WHERE NOT EXISTS (SELECT FROM accounts a WHERE a.id = k.account_id)",
+    "DELETE FROM inbound_calls i WHERE NOT EXISTS (SELECT FROM accounts a WHERE a.id = i.account_id)",
+    "ALTER TABLE call_legs ADD CONSTRAINT fk_call_legs_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE",
+    "ALTER TABLE inbound_calls ADD CONSTRAINT fk_inbound_calls_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE",
+    "DROP TRIGGER accounts_forget_kept_legs ON accounts",
+    "DROP FUNCTION cdr_forget_account()",
+    "DROP FUNCTION cdr_rollup_add(integer, text[])",
+]
 # fmt: on
 
 
 def upgrade() -> None:
-    op.execute(sa.text(FUNCTION))
+    for statement in UPGRADE:
+        op.execute(sa.text(statement))
 
 
 def downgrade() -> None:
-    op.execute(sa.text("DROP FUNCTION cdr_rollup_add(integer, text[])"))
+    for statement in DOWNGRADE:
+        op.execute(sa.text(statement))
