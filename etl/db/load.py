@@ -54,7 +54,7 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
 from etl.db.models import cdrs, rejects
-from etl.db.rollup import add
+from etl.db.rollup import refresh
 from etl.errors import LoadError
 from etl.normalize import Cdr, Reject, content_hash, dedup
 
@@ -172,7 +172,7 @@ def load_page(
         return counts
     if not _existing(conn, account_id, unique) and _copy_new(conn, account_id, unique, fetched_at):
         counts.inserted = len(unique)  # a page of new CDRs: straight into cdrs
-        add(conn, account_id, [r[0] for r in unique])  # kept BI data, same transaction
+        refresh(conn, account_id, [r[0] for r in unique])  # kept BI data, same transaction
         return counts
     _prepare_staging(conn)
     _copy(conn, _COPY, account_id, unique, fetched_at)
@@ -181,7 +181,7 @@ def load_page(
     counts.updated = changed - inserted
     counts.unchanged = len(unique) - changed
     if changed:
-        add(conn, account_id, [r[0] for r in unique])  # kept BI data, same transaction
+        refresh(conn, account_id, [r[0] for r in unique])  # kept BI data, same transaction
     return counts
 
 

@@ -198,7 +198,38 @@ def inbound_rows(legs: str, tz: str) -> str:
     return _INBOUND_ROWS.format(legs=legs, tz=tz)
 
 
-_ROLLUP_ROWS = """    INSERT INTO rollup_5min (
+FUNCTIONS: tuple[str, ...] = (
+    """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+    v_hours timestamptz[];
+    v_sl integer;
+BEGIN
+    SELECT service_level_seconds INTO v_sl FROM rollup_settings;
+    DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    DELETE FROM rollup_endpoint_5min
+    WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
+    -- the buckets' legs, read once for both rollups
+    WITH legs AS MATERIALIZED (
+        SELECT
+            k.bucket_start, k.call_id, k.callid, k.role, k.direction, k.leg_start, d.type,
+            d.original_callid, d.end_reason, d.duration, d.ring_time, d.connect_time,
+            d.disconnect_time, d.dnis_user, d.ani_user, d.name_endpoint_dnis,
+            d.name_endpoint_ani
+        FROM unnest(p_buckets) b(bucket_start)
+        CROSS JOIN LATERAL (
+            SELECT * FROM call_legs k
+            WHERE k.account_id = p_account AND k.bucket_start = b.bucket_start
+            OFFSET 0
+        ) k
+        CROSS JOIN LATERAL (
+            SELECT * FROM cdrs d
+            WHERE d.account_id = p_account AND d.callid = k.callid
+            LIMIT 1
+        ) d
+    ), calls AS (
+    INSERT INTO rollup_5min (
         account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
         answered_seconds, talk_seconds, end_ok, end_cancelled, end_no_answer,
         end_temporarily_unavailable, end_not_found, end_decline, end_service_unavailable,
@@ -208,9 +239,9 @@ _ROLLUP_ROWS = """    INSERT INTO rollup_5min (
     SELECT
         p_account,
         f.bucket_start,
-        date_trunc('hour', f.bucket_start, {tz}),
-        (f.bucket_start AT TIME ZONE {tz})::date,
-        date_trunc('hour', f.bucket_start AT TIME ZONE {tz}),
+        date_trunc('hour', f.bucket_start, p_tz),
+        (f.bucket_start AT TIME ZONE p_tz)::date,
+        date_trunc('hour', f.bucket_start AT TIME ZONE p_tz),
         sum(f.legs),
         count(*),
         count(*) FILTER (WHERE f.answered),
@@ -227,7 +258,7 @@ _ROLLUP_ROWS = """    INSERT INTO rollup_5min (
         count(*) FILTER (WHERE f.network_failed),
         count(*) FILTER (WHERE f.inbound),
         count(*) FILTER (WHERE f.inbound AND f.person_answered),
-        count(*) FILTER (WHERE f.inbound AND f.person_answered AND f.wait <= {sl}),
+        count(*) FILTER (WHERE f.inbound AND f.person_answered AND f.wait <= v_sl),
         coalesce(sum(f.wait) FILTER (WHERE f.inbound AND f.person_answered), 0),
         count(*) FILTER (WHERE f.inbound AND NOT f.person_answered AND f.caller_left),
         coalesce(
@@ -299,24 +330,20 @@ _ROLLUP_ROWS = """    INSERT INTO rollup_5min (
                 ) FILTER (WHERE k.role <> 'trunk' AND k.duration > 0) AS person_answered_at,
                 max(k.leg_start) FILTER (WHERE k.role <> 'agent') AS started_at,
                 max(k.disconnect_time) AS ended_at
-            FROM {legs} k
+            FROM legs k
             GROUP BY k.bucket_start, k.call_id
         ) c
     ) f
-    GROUP BY f.bucket_start"""
-"""The INSERT of the `rollup_5min` rows of the legs in `legs` (a table or CTE with the
-columns `cdr_rollup_buckets` reads: call_legs' and cdrs'), with local hours on zone `tz`
-and the service level `sl` (SQL expressions): one row per bucket, each call's figures
-summed in the bucket of its start."""
-
-_ENDPOINT_ROWS = """    INSERT INTO rollup_endpoint_5min (
+    GROUP BY f.bucket_start
+    )
+    INSERT INTO rollup_endpoint_5min (
         account_id, bucket_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
         incoming_legs, outgoing_legs, answered, talk_seconds, ring_seconds
     )
     SELECT
         p_account,
         e.bucket_start,
-        (e.bucket_start AT TIME ZONE {tz})::date,
+        (e.bucket_start AT TIME ZONE p_tz)::date,
         e.endpoint,
         (array_agg(e.endpoint_name ORDER BY e.leg_start DESC NULLS LAST, e.callid DESC)
             FILTER (WHERE e.endpoint_name IS NOT NULL))[1],
@@ -344,316 +371,9 @@ _ENDPOINT_ROWS = """    INSERT INTO rollup_endpoint_5min (
                 WHEN k.direction = 'incoming' THEN k.name_endpoint_dnis
                 ELSE k.name_endpoint_ani
             END AS endpoint_name
-        FROM {legs} k
+        FROM legs k
     ) e
-    GROUP BY e.bucket_start, e.endpoint"""
-"""The INSERT of the `rollup_endpoint_5min` rows of the legs in `legs`: one row per bucket
-and endpoint."""
-
-
-def rollup_rows(legs: str, tz: str, sl: str) -> str:
-    return _ROLLUP_ROWS.format(legs=legs, tz=tz, sl=sl)
-
-
-def endpoint_rows(legs: str, tz: str) -> str:
-    return _ENDPOINT_ROWS.format(legs=legs, tz=tz)
-
-
-_CALL_LEGS_ROWS = """        INSERT INTO call_legs (
-            account_id, callid, link, call_id, role, direction, leg_start, call_start,
-            bucket_start, talk_start, talk_end
-        )
-        SELECT
-            r.account_id,
-            r.callid,
-            r.link,
-            CASE WHEN r.role = 'agent' THEN r.trunk_callid ELSE r.callid END,
-            r.role,
-            CASE
-                WHEN r.type = 'incoming' THEN 'incoming'
-                WHEN r.type IS NULL AND r.role IN ('trunk', 'agent') THEN 'incoming'
-                ELSE 'outgoing'
-            END,
-            r.leg_start,
-            r.call_start,
-            to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300),
-            r.talk_start,
-            r.talk_start + make_interval(secs => least(r.duration, 86400))
-        FROM (
-            SELECT
-                w.*,
-                CASE
-                    WHEN w.is_trunk THEN 'trunk'
-                    WHEN w.trunk_callid IS NOT NULL THEN 'agent'
-                    ELSE 'single'
-                END AS role,
-                CASE
-                    WHEN NOT w.is_trunk AND w.trunk_callid IS NOT NULL
-                        THEN coalesce(w.trunk_start, w.leg_start)
-                    ELSE w.leg_start
-                END AS call_start
-            FROM (
-                SELECT
-                    j.*,
-                    min(CASE WHEN j.is_trunk THEN j.callid END) OVER (PARTITION BY j.link)
-                        AS trunk_callid,
-                    min(CASE WHEN j.is_trunk THEN j.leg_start END) OVER (PARTITION BY j.link)
-                        AS trunk_start
-                FROM (
-                    SELECT
-                        c.account_id,
-                        c.callid,
-                        c.type,
-                        c.duration,
-                        CASE WHEN c.duration > 0 THEN coalesce(
-                            c.connect_time, c.disconnect_time - make_interval(secs => c.duration)
-                        ) END AS talk_start,
-                        coalesce(c.detect_time, c.connect_time, c.disconnect_time) AS leg_start,
-                        coalesce(c.ref_callid, '0') <> '0' AS is_trunk,
-                        CASE
-                            WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
-                            ELSE c.original_callid
-                        END AS link
-                    FROM {legs} c
-                ) j
-            ) w
-        ) r"""
-"""The INSERT of the `call_legs` rows of the `cdrs` rows in `legs` (with cdrs' columns):
-their links, roles and calls, found among the legs themselves (a leg's whole link group
-must be in `legs`)."""
-
-
-def call_legs_rows(legs: str) -> str:
-    return _CALL_LEGS_ROWS.format(legs=legs)
-
-
-ENDPOINT_FIGURES: tuple[str, ...] = (
-    "endpoint", "endpoint_name", "name_at", "name_callid", "legs", "incoming_legs",
-    "outgoing_legs", "answered", "talk_seconds", "ring_seconds",
-)  # fmt: skip
-"""The columns of an endpoint rollup after its key and day."""
-
-ROLLUP_SUMS: tuple[str, ...] = (
-    "legs", "calls", "answered", "answered_seconds", "talk_seconds", "end_ok",
-    "end_cancelled", "end_no_answer", "end_temporarily_unavailable", "end_not_found",
-    "end_decline", "end_service_unavailable", "end_other", "network_failed", "inbound_calls",
-    "inbound_answered", "answered_within_sl", "answer_wait_seconds", "abandoned",
-    "abandon_wait_seconds",
-)  # fmt: skip
-"""The figures of a `rollup_5min` row: sums over its calls, so a bucket's new calls add."""
-
-
-def _endpoints_summed(rows: str, key: str) -> str:
-    """The rows of an endpoint rollup keyed by (`key`, endpoint) made from `rows` (with the
-    key and ENDPOINT_FIGURES): figures summed, the name the latest of theirs by (name_at,
-    name_callid). The same as making them from the legs at once, and as the hourly rows
-    are made from the 5-minute rows in cdr_rollup_buckets."""
-    latest = "ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC)"
-    named = "FILTER (WHERE e.endpoint_name IS NOT NULL))[1]"
-    return f"""SELECT
-            p_account,
-            e.{key},
-            (e.{key} AT TIME ZONE v_tz)::date,
-            e.endpoint,
-            (array_agg(e.endpoint_name {latest} {named},
-            (array_agg(e.name_at {latest} {named},
-            (array_agg(e.name_callid {latest} {named},
-            sum(e.legs), sum(e.incoming_legs), sum(e.outgoing_legs), sum(e.answered),
-            sum(e.talk_seconds), sum(e.ring_seconds)
-        FROM {rows} e
-        GROUP BY e.{key}, e.endpoint"""
-
-
-def _endpoints_added(name: str, table: str, key: str) -> str:
-    """CTEs that add the rows of CTE `name` (the key and ENDPOINT_FIGURES) to `table`, an
-    endpoint rollup keyed by `key` and endpoint (no unique key: the endpoint may be null):
-    its rows of those keys (one index probe per key value) are deleted and inserted again
-    summed with the new ones."""
-    figures = ", ".join((key, *ENDPOINT_FIGURES))
-    both = f"(SELECT {figures} FROM {name} UNION ALL SELECT {figures} FROM {name}_old)"
-    return f"""{name}_old AS MATERIALIZED (
-        SELECT r.*
-        FROM (SELECT DISTINCT n.{key} FROM {name} n) n
-        CROSS JOIN LATERAL (
-            SELECT r.ctid AS tid, r.* FROM {table} r
-            WHERE r.account_id = p_account AND r.{key} = n.{key}
-            OFFSET 0
-        ) r
-        WHERE EXISTS (
-            SELECT FROM {name} n
-            WHERE n.{key} = r.{key} AND n.endpoint IS NOT DISTINCT FROM r.endpoint
-        )
-    ), {name}_gone AS (
-        DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT o.tid FROM {name}_old o))
-    ), {name}_kept AS (
-        INSERT INTO {table} (account_id, {key}, day, {", ".join(ENDPOINT_FIGURES)})
-        {_endpoints_summed(both, key)}
-    )"""
-
-
-_ADD = """CREATE FUNCTION cdr_rollup_add(p_account integer, p_callids text[])
-RETURNS integer LANGUAGE plpgsql
-SET plan_cache_mode = force_custom_plan AS $fn$
-DECLARE
-    v_tz text;
-    v_sl integer;
-    v_recompute text[];
-    v_spans tstzrange[];
-BEGIN
-    -- one refresher per account at a time, as in cdr_rollup_refresh
-    PERFORM pg_advisory_xact_lock(726356, p_account);
-    SELECT timezone INTO v_tz FROM accounts WHERE id = p_account;
-    SELECT service_level_seconds INTO v_sl FROM rollup_settings;
-    -- The page's legs as stored now. A leg is new to the kept data when neither it nor any
-    -- kept leg shares its link: its whole call is among the page's new legs, so its figures
-    -- are added to the kept ones. The others are recomputed below.
-    WITH page AS MATERIALIZED (
-        SELECT c.*, k.callid IS NOT NULL OR l.link IS NOT NULL AS recompute
-        FROM (SELECT DISTINCT u.callid FROM unnest(p_callids) u(callid)) u
-        CROSS JOIN LATERAL (
-            SELECT
-                c.account_id, c.callid, c.original_callid, c.ref_callid, c.type, c.ani,
-                c.dnis, c.ani_user, c.dnis_user, c.name_endpoint_ani, c.name_endpoint_dnis,
-                c.end_reason, c.duration, c.ring_time, c.detect_time, c.connect_time,
-                c.disconnect_time,
-                CASE
-                    WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
-                    ELSE c.original_callid
-                END AS link
-            FROM cdrs c
-            WHERE c.account_id = p_account AND c.callid = u.callid
-            LIMIT 1
-        ) c
-        LEFT JOIN LATERAL (
-            SELECT k.callid FROM call_legs k
-            WHERE k.account_id = p_account AND k.callid = c.callid
-            LIMIT 1
-        ) k ON true
-        LEFT JOIN LATERAL (
-            SELECT k.link FROM call_legs k
-            WHERE k.account_id = p_account AND k.link = c.link
-            LIMIT 1
-        ) l ON true
-    ), legs AS MATERIALIZED (
-        SELECT * FROM page WHERE NOT recompute
-    ), inbound AS (
-        INSERT INTO inbound_calls (__INBOUND_COLUMNS__)
-__INBOUND_ROWS__
-    ), kept AS (
-__CALL_LEGS_ROWS__
-        RETURNING *
-    ), bucket_legs AS MATERIALIZED (
-        SELECT
-            k.bucket_start, k.call_id, k.callid, k.role, k.direction, k.leg_start, d.type,
-            d.original_callid, d.end_reason, d.duration, d.ring_time, d.connect_time,
-            d.disconnect_time, d.dnis_user, d.ani_user, d.name_endpoint_dnis,
-            d.name_endpoint_ani
-        FROM kept k
-        JOIN legs d ON d.callid = k.callid
-    ), calls AS (
-__ROLLUP_ROWS__
-    ON CONFLICT (account_id, bucket_start) DO UPDATE SET
-__ROLLUP_SUMS__
-    ), bucket_endpoints AS MATERIALIZED (
-        SELECT e.*
-        FROM (
-__ENDPOINT_SELECT__
-        ) e (account_id, bucket_start, day, __ENDPOINT_FIGURES__)
-    ), __BUCKET_ENDPOINTS_ADDED__, hour_endpoints AS MATERIALIZED (
-        SELECT e.*
-        FROM (
-        __HOUR_ENDPOINTS__
-        ) e (account_id, hour_start, day, __ENDPOINT_FIGURES__)
-    ), __HOUR_ENDPOINTS_ADDED__, totals AS (
-        INSERT INTO account_totals AS t (account_id, cdrs)
-        SELECT p_account, count(*) FROM legs
-        ON CONFLICT (account_id) DO UPDATE SET cdrs = t.cdrs + excluded.cdrs
-    )
-    SELECT
-        (SELECT array_agg(p.callid) FROM page p WHERE p.recompute),
-        (SELECT array_agg(tstzrange(s.talk_start, s.talk_end))
-            FROM (
-                SELECT min(k.talk_start) AS talk_start, max(k.talk_end) AS talk_end
-                FROM kept k
-                WHERE k.talk_start IS NOT NULL
-                GROUP BY k.call_id
-            ) s)
-    INTO v_recompute, v_spans;
-    PERFORM cdr_concurrency_add(p_account, v_spans, 1);
-    -- the rest, after the new legs are kept (it may recompute some of them too)
-    IF v_recompute IS NOT NULL THEN
-        PERFORM cdr_rollup_refresh(p_account, v_recompute);
-    END IF;
-    RETURN coalesce(cardinality(v_recompute), 0);
-END
-$fn$"""
-
-
-def _add_function() -> str:
-    """cdr_rollup_add's CREATE statement from its template and the shared SELECTs."""
-    _, select = _ENDPOINT_ROWS.split("\n    SELECT\n", 1)
-    hours = (
-        "(SELECT date_trunc('hour', b.bucket_start, v_tz) AS hour_start, "
-        f"{', '.join(f'b.{c}' for c in ENDPOINT_FIGURES)} FROM bucket_endpoints b)"
-    )
-    parts = {
-        "__INBOUND_COLUMNS__": ", ".join(INBOUND_COLUMNS),
-        "__INBOUND_ROWS__": inbound_rows("legs", "v_tz"),
-        "__CALL_LEGS_ROWS__": call_legs_rows("legs"),
-        "__ROLLUP_ROWS__": rollup_rows("bucket_legs", "v_tz", "v_sl"),
-        "__ROLLUP_SUMS__": ",\n".join(
-            f"        {c} = rollup_5min.{c} + excluded.{c}" for c in ROLLUP_SUMS
-        ),
-        "__ENDPOINT_SELECT__": "    SELECT\n" + select.format(legs="bucket_legs", tz="v_tz"),
-        "__ENDPOINT_FIGURES__": ", ".join(ENDPOINT_FIGURES),
-        "__BUCKET_ENDPOINTS_ADDED__": _endpoints_added(
-            "bucket_endpoints", "rollup_endpoint_5min", "bucket_start"
-        ),
-        "__HOUR_ENDPOINTS__": _endpoints_summed(hours, "hour_start"),
-        "__HOUR_ENDPOINTS_ADDED__": _endpoints_added(
-            "hour_endpoints", "rollup_endpoint_hourly", "hour_start"
-        ),
-    }
-    statement = _ADD
-    for name, sql in parts.items():
-        statement = statement.replace(name, sql)
-    return statement
-
-
-FUNCTIONS: tuple[str, ...] = (
-    """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
-RETURNS void LANGUAGE plpgsql
-SET plan_cache_mode = force_custom_plan AS $fn$
-DECLARE
-    v_hours timestamptz[];
-    v_sl integer;
-BEGIN
-    SELECT service_level_seconds INTO v_sl FROM rollup_settings;
-    DELETE FROM rollup_5min WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
-    DELETE FROM rollup_endpoint_5min
-    WHERE account_id = p_account AND bucket_start = ANY(p_buckets);
-    -- the buckets' legs, read once for both rollups
-    WITH legs AS MATERIALIZED (
-        SELECT
-            k.bucket_start, k.call_id, k.callid, k.role, k.direction, k.leg_start, d.type,
-            d.original_callid, d.end_reason, d.duration, d.ring_time, d.connect_time,
-            d.disconnect_time, d.dnis_user, d.ani_user, d.name_endpoint_dnis,
-            d.name_endpoint_ani
-        FROM unnest(p_buckets) b(bucket_start)
-        CROSS JOIN LATERAL (
-            SELECT * FROM call_legs k
-            WHERE k.account_id = p_account AND k.bucket_start = b.bucket_start
-            OFFSET 0
-        ) k
-        CROSS JOIN LATERAL (
-            SELECT * FROM cdrs d
-            WHERE d.account_id = p_account AND d.callid = k.callid
-            LIMIT 1
-        ) d
-    ), calls AS (
-__ROLLUP_ROWS__
-    )
-__ENDPOINT_ROWS__;
+    GROUP BY e.bucket_start, e.endpoint;
 
     -- the local hours holding those buckets, recomputed from their buckets
     SELECT array_agg(DISTINCT date_trunc('hour', b, p_tz)) INTO v_hours
@@ -688,9 +408,7 @@ __ENDPOINT_ROWS__;
         AND e.bucket_start < h.hour_start + interval '1 hour'
     GROUP BY h.hour_start, e.endpoint;
 END
-$fn$""".replace("__ROLLUP_ROWS__", rollup_rows("legs", "p_tz", "v_sl")).replace(
-        "__ENDPOINT_ROWS__", endpoint_rows("legs", "p_tz")
-    ),
+$fn$""",
     """CREATE FUNCTION cdr_concurrency_add(p_account integer, p_spans tstzrange[], p_n integer)
 RETURNS void LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan AS $fn$
@@ -884,7 +602,65 @@ BEGIN
         INSERT INTO inbound_calls (__INBOUND_COLUMNS__)
 __INBOUND_ROWS__
     ), kept AS (
-__CALL_LEGS_ROWS__
+        INSERT INTO call_legs (
+            account_id, callid, link, call_id, role, direction, leg_start, call_start,
+            bucket_start, talk_start, talk_end
+        )
+        SELECT
+            r.account_id,
+            r.callid,
+            r.link,
+            CASE WHEN r.role = 'agent' THEN r.trunk_callid ELSE r.callid END,
+            r.role,
+            CASE
+                WHEN r.type = 'incoming' THEN 'incoming'
+                WHEN r.type IS NULL AND r.role IN ('trunk', 'agent') THEN 'incoming'
+                ELSE 'outgoing'
+            END,
+            r.leg_start,
+            r.call_start,
+            to_timestamp(floor(extract(epoch FROM r.call_start) / 300) * 300),
+            r.talk_start,
+            r.talk_start + make_interval(secs => least(r.duration, 86400))
+        FROM (
+            SELECT
+                w.*,
+                CASE
+                    WHEN w.is_trunk THEN 'trunk'
+                    WHEN w.trunk_callid IS NOT NULL THEN 'agent'
+                    ELSE 'single'
+                END AS role,
+                CASE
+                    WHEN NOT w.is_trunk AND w.trunk_callid IS NOT NULL
+                        THEN coalesce(w.trunk_start, w.leg_start)
+                    ELSE w.leg_start
+                END AS call_start
+            FROM (
+                SELECT
+                    j.*,
+                    min(CASE WHEN j.is_trunk THEN j.callid END) OVER (PARTITION BY j.link)
+                        AS trunk_callid,
+                    min(CASE WHEN j.is_trunk THEN j.leg_start END) OVER (PARTITION BY j.link)
+                        AS trunk_start
+                FROM (
+                    SELECT
+                        c.account_id,
+                        c.callid,
+                        c.type,
+                        c.duration,
+                        CASE WHEN c.duration > 0 THEN coalesce(
+                            c.connect_time, c.disconnect_time - make_interval(secs => c.duration)
+                        ) END AS talk_start,
+                        coalesce(c.detect_time, c.connect_time, c.disconnect_time) AS leg_start,
+                        coalesce(c.ref_callid, '0') <> '0' AS is_trunk,
+                        CASE
+                            WHEN coalesce(c.ref_callid, '0') <> '0' THEN c.ref_callid
+                            ELSE c.original_callid
+                        END AS link
+                    FROM legs c
+                ) j
+            ) w
+        ) r
         RETURNING call_id, bucket_start, talk_start, talk_end
     )
     SELECT
@@ -919,13 +695,12 @@ __CALL_LEGS_ROWS__
     VALUES (p_account, v_found - v_kept)
     ON CONFLICT (account_id) DO UPDATE SET cdrs = account_totals.cdrs + excluded.cdrs;
 END
-$fn$""".replace("__INBOUND_COLUMNS__", ", ".join(INBOUND_COLUMNS))
-    .replace("__INBOUND_ROWS__", inbound_rows("legs", "v_tz"))
-    .replace("__CALL_LEGS_ROWS__", call_legs_rows("legs")),
-    _add_function(),
+$fn$""".replace("__INBOUND_COLUMNS__", ", ".join(INBOUND_COLUMNS)).replace(
+        "__INBOUND_ROWS__", inbound_rows("legs", "v_tz")
+    ),
     """CREATE FUNCTION cdr_forget_account() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    -- the per-leg kept tables have no foreign key to accounts (a check per leg at load)
+    -- the per-leg kept tables have no foreign key to accounts (a check per row at load)
     DELETE FROM call_legs WHERE account_id = OLD.id;
     DELETE FROM inbound_calls WHERE account_id = OLD.id;
     RETURN OLD;
@@ -946,22 +721,6 @@ def refresh(conn: Connection, account_id: int, callids: Sequence[str]) -> None:
     `cdrs`, in the caller's transaction."""
     if callids:
         conn.execute(_REFRESH, {"account_id": account_id, "callids": list(callids)})
-
-
-_ADD_PAGE = text("SELECT cdr_rollup_add(:account_id, :callids)").bindparams(
-    bindparam("callids", type_=ARRAY(Text))
-)
-
-
-def add(conn: Connection, account_id: int, callids: Sequence[str]) -> int:
-    """Keep the data of a page of legs just stored, in the caller's transaction: the legs
-    whose calls are new are added to the kept figures, the others recomputed as `refresh`
-    does. Returns how many legs were recomputed."""
-    if not callids:
-        return 0
-    return int(
-        conn.execute(_ADD_PAGE, {"account_id": account_id, "callids": list(callids)}).scalar_one()
-    )
 
 
 @dataclass
