@@ -92,9 +92,11 @@ ROLLUP_TABLES = ("rollup_5min", "rollup_endpoint_5min", "rollup_endpoint_hourly"
 
 
 def assert_rollup_tables_recomputed(conn: Connection) -> None:
-    """The rollup tables row for row (the 5-minute endpoint rows and the names' keys too,
-    which no view shows) equal their recomputation from call_legs by cdr_rollup_buckets,
-    over every bucket kept or holding a leg; rolled back."""
+    """The rollup tables hold, row for row, what cdr_rollup_buckets gives when it recomputes
+    every bucket kept or holding a leg (and every kept hour) from call_legs: no bucket or
+    hour left stale, no row left behind, including the 5-minute endpoint rows and the
+    names' keys that no view shows. The figures themselves are checked independently of
+    the load by the views' old SQL (assert_kept_equals_recomputed). Rolled back."""
 
     def rows() -> list[Sequence[Any]]:
         return [

@@ -17,6 +17,10 @@ Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
   (revision 0006); `rollup_settings`: the service-level threshold in use.
 - `inbound_calls`: one row per inbound call as `v_inbound_calls` lists it (revision 0007).
 
+`call_legs` and `inbound_calls` have no foreign key to `accounts` (a check per row at
+load); the trigger function `cdr_forget_account` deletes a deleted account's rows of them
+(revision 0008), as the other tables' cascade does.
+
 How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
 stores the page, in the page's transaction. The server-side function
 `cdr_rollup_refresh` (SQL frozen in revisions 0005, 0006 and 0007, each as it applied it):

@@ -6,7 +6,7 @@ Create Date: 2026-11-29 07:00:00
 
 The load writes a `call_legs` row for every leg and an `inbound_calls` row for every
 inbound call, and each paid a foreign key check against `accounts` (about 10 us of server
-time per leg, a sixth of the backfill's server time). Both keys go; a trigger on `accounts`
+time per leg, a fifth of the backfill's server time). Both keys go; a trigger on `accounts`
 deletes an account's rows of both tables when it is deleted, as their cascade did (the
 other tables keep their keys and cascades). The downgrade deletes rows of accounts that no
 longer exist and puts the keys back. Every statement is frozen here as applied (the
