@@ -239,6 +239,19 @@ call_legs = Table(
     Column("bucket_start", TZ),  # the 5-minute bucket (UTC) of its call's start
     Column("talk_start", TZ),  # answered legs: connect_time (else disconnect - duration)
     Column("talk_end", TZ),  # talk_start + duration (at most a day)
+    # the leg's CDR columns its figures need, so that a bucket's figures are one index range
+    # of call_legs, not a probe of cdrs per leg (revision 0008)
+    Column("type", Text),
+    Column("original_callid", Text),
+    Column("end_reason", Text),
+    Column("duration", Integer),
+    Column("ring_time", Integer),
+    Column("connect_time", TZ),
+    Column("disconnect_time", TZ),
+    Column("dnis_user", Text),
+    Column("ani_user", Text),
+    Column("name_endpoint_dnis", Text),
+    Column("name_endpoint_ani", Text),
     Index(None, "account_id", "link"),
     Index(None, "account_id", "bucket_start"),
 )
