@@ -5,7 +5,9 @@ Tables (etl/db/models.py; created and first filled by Alembic revision 0005):
 - `call_legs`: one row per `cdrs` row: its link (`ref_callid` of a trunk leg,
   `original_callid` of any other leg), the call it belongs to (`call_id`), its `role`
   (trunk | agent | single), `direction`, `leg_start`, `call_start` and `bucket_start` (the
-  5-minute UTC bucket of the call's start), by the rules of etl/db/views.py.
+  5-minute UTC bucket of the call's start), by the rules of etl/db/views.py; and, since
+  revision 0008, the leg's CDR columns that the figures need (type, end_reason, duration,
+  ...), so that a bucket's figures are one index range of `call_legs`.
 - `rollup_5min`: per account and 5 minutes (UTC buckets inside one local hour), the sums
   behind `v_hourly_account` and `v_daily_account` (an hour or a day is the sum of its
   buckets: a call counts in the bucket of its start).
@@ -23,7 +25,7 @@ load); the trigger function `cdr_forget_account` deletes a deleted account's row
 
 How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
 stores the page, in the page's transaction. The server-side function
-`cdr_rollup_refresh` (SQL frozen in revisions 0005, 0006 and 0007, each as it applied it):
+`cdr_rollup_refresh` (SQL frozen in revisions 0005 to 0008, each as it applied it):
 
 1. takes a transaction-scoped advisory lock per account, so two writers of one account (a
    backfill beside the daemon) refresh one after the other: the second one, in READ
@@ -40,7 +42,7 @@ stores the page, in the page's transaction. The server-side function
    are among the legs: they share its link; a leg that no longer heads a call loses its
    row);
 4. deletes and re-inserts the rollup rows of every bucket those legs were in before or are
-   in now, recomputed from `cdrs` through `call_legs` (delete + insert of the touched keys,
+   in now, recomputed from their `call_legs` rows (delete + insert of the touched keys,
    never +/- deltas: a figure is always a recomputation, so it cannot drift);
 5. takes each recomputed call's old talk span (from the `call_legs` rows it replaced) out
    of `concurrency_minute` and puts its new one in (`cdr_concurrency_add`, -1 / +1 per
