@@ -84,11 +84,26 @@ def assert_kept_equals_recomputed(engine: Engine, service_level: int = 20) -> No
         assert [(a, n) for a, n, _ in stored] == [(a, n) for a, _, n in stored]
         kept_legs = conn.execute(text("SELECT count(*) FROM call_legs")).scalar()
         assert kept_legs == conn.execute(text("SELECT count(*) FROM cdrs")).scalar()
+        copied = ", ".join(COPIED_COLUMNS)  # call_legs' copy of the CDR columns is exact
+        assert (
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM call_legs k JOIN cdrs c USING (account_id, callid) "
+                    f"WHERE (k.{copied.replace(', ', ', k.')}) IS DISTINCT FROM "
+                    f"(c.{copied.replace(', ', ', c.')})"
+                )
+            ).scalar()
+            == 0
+        )
         conn.rollback()
         assert_rollup_tables_recomputed(conn)
 
 
 ROLLUP_TABLES = ("rollup_5min", "rollup_endpoint_5min", "rollup_endpoint_hourly")
+COPIED_COLUMNS = (
+    "type", "original_callid", "end_reason", "duration", "ring_time", "connect_time",
+    "disconnect_time", "dnis_user", "ani_user", "name_endpoint_dnis", "name_endpoint_ani",
+)  # fmt: skip
 
 
 def assert_rollup_tables_recomputed(conn: Connection) -> None:
@@ -320,6 +335,27 @@ def test_rebuild_recomputes_after_a_timezone_change_and_resumes(engine: Engine) 
     assert seen[0] == 1  # resumed after the first day
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM rollup_rebuilds")).scalar() == 0
+    assert_kept_equals_recomputed(engine)
+
+
+def test_rebuild_forgets_the_kept_data_of_cdrs_deleted_by_hand(engine: Engine) -> None:
+    """CDRs deleted from `cdrs` by hand (a trunk leg with agent legs, single legs): the
+    load never sees them again, and a rebuild drops their kept legs and inbound calls and
+    recomputes the buckets they counted in."""
+    ids = setup(engine)
+    load_pages(engine, ids["ny"], cdrs_of(records("7000001", NY, FALL_BACK_HOUR + 10, 4), NY), 40)
+    with engine.begin() as conn:
+        gone = conn.execute(
+            text(
+                "DELETE FROM cdrs WHERE account_id = :a AND (callid IN ("
+                " SELECT call_id FROM inbound_calls WHERE account_id = :a AND legs > 1"
+                " ORDER BY call_id LIMIT 2) OR callid IN (SELECT callid FROM call_legs"
+                " WHERE account_id = :a AND role = 'single' ORDER BY callid LIMIT 5))"
+            ),
+            {"a": ids["ny"]},
+        ).rowcount
+    assert gone == 7
+    rebuild(engine, ids["ny"], "ny")
     assert_kept_equals_recomputed(engine)
 
 

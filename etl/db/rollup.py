@@ -77,7 +77,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.types import Text
+from sqlalchemy.types import DateTime, Text
 
 __all__ = [
     "FUNCTIONS",
@@ -784,6 +784,20 @@ _FORGET_SPANS = (
         "WHERE account_id = :a AND talk_start IS NOT NULL"
     ),
 )
+# ... and the kept rows of CDRs no longer in cdrs (deleted by hand): their legs leave the
+# buckets they counted in (recomputed at once), their inbound calls go.
+_FORGET_GONE_LEGS = text(
+    "DELETE FROM call_legs k WHERE k.account_id = :a AND NOT EXISTS "
+    "(SELECT FROM cdrs c WHERE c.account_id = :a AND c.callid = k.callid) "
+    "RETURNING k.bucket_start"
+)
+_FORGET_GONE_CALLS = text(
+    "DELETE FROM inbound_calls i WHERE i.account_id = :a AND NOT EXISTS "
+    "(SELECT FROM cdrs c WHERE c.account_id = :a AND c.callid = i.call_id)"
+)
+_BUCKETS = text(
+    "SELECT cdr_rollup_buckets(:a, (SELECT timezone FROM accounts WHERE id = :a), :b)"
+).bindparams(bindparam("b", type_=ARRAY(DateTime(timezone=True))))
 _KEPT_SL = text("SELECT service_level_seconds FROM rollup_settings")
 _SET_SL = text(
     "INSERT INTO rollup_settings (id, service_level_seconds) VALUES (true, :s) "
@@ -834,6 +848,17 @@ GROUP BY e.account_id, a.timezone, date_trunc('hour', e.bucket_start, a.timezone
 )
 
 
+def _forget_gone(conn: Connection, account_id: int) -> None:
+    """Delete the kept legs and inbound calls of CDRs no longer in `cdrs` (deleted by hand;
+    the day-by-day refresh only finds CDRs that are there) and recompute the buckets those
+    legs counted in."""
+    gone = conn.execute(_FORGET_GONE_LEGS, {"a": account_id}).scalars().all()
+    buckets = sorted({b for b in gone if b is not None})
+    if buckets:
+        conn.execute(_BUCKETS, {"a": account_id, "b": buckets})
+    conn.execute(_FORGET_GONE_CALLS, {"a": account_id})
+
+
 def rebuild(
     engine: Engine,
     account_id: int,
@@ -854,6 +879,7 @@ def rebuild(
             conn.execute(_LOCK, {"a": account_id})
             for statement in _FORGET_SPANS:
                 conn.execute(statement, {"a": account_id})
+            _forget_gone(conn, account_id)
             conn.execute(_SAVE, {"a": account_id, "d": day})
     total = (last - first).days + 2  # every day, then the legs with no detect_time
     done: int = (day - first).days
