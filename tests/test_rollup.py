@@ -6,7 +6,10 @@ then compared row for row with the views that read the kept tables. The loads go
 the real `load_page` (both its COPY and its upsert path), in pages whose order puts agent
 legs before their trunk legs, with CDRs updated later (talk time, end reason, a start moved
 to another hour and day, a trunk leg that stops being one), on New York's fall-back day,
-with two writers at once, and after a rebuild.
+with two writers at once, in the provider's order cut through calls, and after a rebuild
+(after a change of timezone, or of CDRs deleted by hand). The rollup tables are also
+checked row for row against their recomputation, and call_legs' copy of the CDR columns
+against cdrs; deleting an account deletes all it kept.
 """
 
 from __future__ import annotations
@@ -384,7 +387,7 @@ def test_rollup_rebuild_command(engine: Engine, db_url: str, clean_env: None) ->
 
 def test_the_migrations_fill_the_kept_data_of_existing_cdrs() -> None:
     """A database with CDRs from before the kept data (revision 0004) upgraded to head:
-    revisions 0005, 0006 and 0007 fill every kept table and column from `cdrs`."""
+    revisions 0005 to 0008 fill every kept table and column from `cdrs`."""
     with fresh_database("cdr_etl_fill") as url:
         engine = make_engine(url, pool_size=2)
         try:

@@ -226,8 +226,8 @@ def _big(name: str) -> Column[int]:
 call_legs = Table(
     "call_legs",
     metadata,
-    # No foreign key (a check per row at load: with inbound_calls' about 10 us per leg):
-    # cdr_forget_account, a trigger on accounts, deletes an account's rows (revision 0008)
+    # No foreign key: its per-row check, with inbound_calls', cost the load about 10 us per
+    # leg. The trigger accounts_forget_kept_legs deletes an account's rows (revision 0008)
     Column("account_id", Integer, primary_key=True),
     Column("callid", Text, primary_key=True),
     Column("link", Text),  # ref_callid of a trunk leg, original_callid of any other leg
@@ -255,7 +255,8 @@ call_legs = Table(
     Index(None, "account_id", "link"),
     Index(None, "account_id", "bucket_start"),
 )
-"""One row per cdrs row: which call the leg belongs to, its role and its call's bucket."""
+"""One row per cdrs row: which call the leg belongs to, its role and its call's bucket, and a
+copy of the leg's CDR columns that its call's figures need."""
 
 rollup_5min = Table(
     "rollup_5min",

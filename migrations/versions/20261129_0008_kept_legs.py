@@ -16,8 +16,10 @@ Two costs of the load's kept data, measured with bench/refresh.py:
   cdr_rollup_buckets reads a bucket's legs from `call_legs` alone instead of probing
   `cdrs` once per leg.
 
-The upgrade holds `cdrs` in SHARE mode throughout, so a writer running beside it waits and
-then keeps its page with the new functions. The downgrade puts revision 0007's functions,
+The upgrade holds `cdrs` in SHARE mode throughout. Stop the writers (daemon, backfills,
+rebuilds) before it: dropping the foreign keys locks `accounts` whole, and a writer that
+holds a lock on `accounts` while it waits for `cdrs` deadlocks with it (PostgreSQL aborts
+one of the two; nothing is lost, but one must be run again). The downgrade puts revision 0007's functions,
 columns and keys back. Every statement is frozen here as applied (the functions generated
 once from etl/db/rollup.py).
 """
