@@ -19,9 +19,9 @@ Two costs of the load's kept data, measured with bench/refresh.py:
 The upgrade holds `cdrs` in SHARE mode throughout. Stop the writers (daemon, backfills,
 rebuilds) before it: dropping the foreign keys locks `accounts` whole, and a writer that
 holds a lock on `accounts` while it waits for `cdrs` deadlocks with it (PostgreSQL aborts
-one of the two; nothing is lost, but one must be run again). The downgrade puts revision 0007's functions,
-columns and keys back. Every statement is frozen here as applied (the functions generated
-once from etl/db/rollup.py).
+one of the two; nothing is lost, but one must be run again). The downgrade puts revision
+0007's functions, columns and keys back. Every statement is frozen here as applied (the
+functions generated once from etl/db/rollup.py).
 """
 
 # ruff: noqa: E501  (frozen SQL pasted verbatim: its long lines stay as applied)
