@@ -34,6 +34,7 @@ from etl.windows import wall_clock
 __all__ = ["Finding", "check_accounts", "check_api", "check_database", "plausible_clock"]
 
 SLACK = timedelta(minutes=15)  # what clocks and late CDRs may explain
+HOUR = timedelta(hours=1)
 CLOCKS = timedelta(minutes=10)  # how far the provider's clock may run ahead of ours
 CHEAP = RetryPolicy(max_attempts=2, base=0.5, cap=2.0, max_total=20.0)
 
@@ -158,9 +159,27 @@ def plausible_clock(subject: str, zone: str, times: list[datetime], now: datetim
     way = "in the future" if hours > 0 else "older than 24 hours"
     return Finding(
         "FAIL", subject,
-        f"CDRs read on {zone} land {abs(hours)} h {way}: the provider's clock is not "
-        f"{zone}; {_zones_that_fit(zone, hours, now)}",
+        f"CDRs read on {zone} land {abs(hours)} h {way}{_doubt(times, now, hours)}: the "
+        f"provider's clock is not {zone}; {_zones_that_fit(zone, hours, now)}",
     )  # fmt: skip
+
+
+def _doubt(times: list[datetime], now: datetime, hours: int) -> str:
+    """When the CDRs allow more than one whole number of hours (quiet hours at both ends of
+    the provider's last 24 hours, a night or a weekend), say which: the estimate is their
+    middle, not a certainty."""
+    low, high = _feasible(times, now)
+    first, last = math.ceil(low / HOUR), math.floor(high / HOUR)
+    if last <= first:
+        return ""
+    ends = sorted((abs(first), abs(last)))
+    return f" (or anywhere from {ends[0]} to {ends[1]} h: few calls at both ends of the 24 hours)"
+
+
+def _feasible(times: list[datetime], now: datetime) -> tuple[timedelta, timedelta]:
+    """The provider's last 24 hours shifted by s hold the CDRs: s is at least the newest
+    one's lead on now and at most the oldest one's lead on 24 hours ago."""
+    return max(times) - now, min(times) + 24 * HOUR - now
 
 
 def _whole_hours(times: list[datetime], now: datetime, shift: timedelta) -> int:
@@ -169,10 +188,9 @@ def _whole_hours(times: list[datetime], now: datetime, shift: timedelta) -> int:
     24 hours ago (give or take clocks). On a quiet night both ends of those 24 hours (the
     same hour of the night) are sparse alike, so the middle of that range is the estimate,
     kept inside it: the newest CDR alone, 50 minutes old, would say an hour too few."""
-    hour = timedelta(hours=1)
-    low, high = max(times) - now, min(times) + 24 * hour - now
-    hours = round((low + high) / 2 / hour)
-    hours = min(max(hours, math.ceil((low - CLOCKS) / hour)), math.floor((high + CLOCKS) / hour))
+    low, high = _feasible(times, now)
+    hours = round((low + high) / 2 / HOUR)
+    hours = min(max(hours, math.ceil((low - CLOCKS) / HOUR)), math.floor((high + CLOCKS) / HOUR))
     return max(hours, 1) if shift > timedelta(0) else min(hours, -1)
 
 

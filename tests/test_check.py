@@ -24,7 +24,11 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[SimulatorServer]:
-    account = SimAccount(username=USERNAME, password=PASSWORD, timezone="America/Costa_Rica")
+    # busy enough that the provider's last 24 hours have calls at both ends at any hour and
+    # on any weekday (a quiet Sunday night left an hour of doubt on the clock's offset)
+    account = SimAccount(
+        username=USERNAME, password=PASSWORD, timezone="America/Costa_Rica", calls_per_hour=3000
+    )
     with SimulatorServer(Simulator([account], start=NOW - timedelta(days=2))) as running:
         yield running
 
@@ -157,3 +161,15 @@ def test_a_quiet_night_still_names_the_right_offset(shift: int, way: str) -> Non
     assert finding.level == "FAIL"
     assert way in finding.text
     assert "UTC-06:00 would fit" in finding.text
+    assert "anywhere" not in finding.text  # 50 minutes at each end leave one whole hour
+
+
+def test_a_quiet_weekend_night_says_the_offset_is_in_doubt() -> None:
+    """Sunday 00:40 in Costa Rica: the newest call 2 h 40 min old, the oldest an hour after
+    the 24 hours began. The offset is anywhere from 2 to 5 hours: the finding says so."""
+    now = datetime(2026, 11, 29, 6, 40, tzinfo=UTC)
+    true_ages = (timedelta(hours=2, minutes=40), timedelta(hours=9), timedelta(hours=23))
+    read = [now - age + timedelta(hours=4) for age in true_ages]
+    finding = plausible_clock("a", "Pacific/Honolulu", read, now)
+    assert finding.level == "FAIL"
+    assert "(or anywhere from 2 to 5 h: few calls at both ends of the 24 hours)" in finding.text
