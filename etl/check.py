@@ -159,12 +159,12 @@ def plausible_clock(subject: str, zone: str, times: list[datetime], now: datetim
     way = "in the future" if hours > 0 else "older than 24 hours"
     return Finding(
         "FAIL", subject,
-        f"CDRs read on {zone} land {abs(hours)} h {way}{_doubt(times, now, hours)}: the "
+        f"CDRs read on {zone} land {abs(hours)} h {way}{_doubt(times, now)}: the "
         f"provider's clock is not {zone}; {_zones_that_fit(zone, hours, now)}",
     )  # fmt: skip
 
 
-def _doubt(times: list[datetime], now: datetime, hours: int) -> str:
+def _doubt(times: list[datetime], now: datetime) -> str:
     """When the CDRs allow more than one whole number of hours (quiet hours at both ends of
     the provider's last 24 hours, a night or a weekend), say which: the estimate is their
     middle, not a certainty."""
@@ -186,8 +186,9 @@ def _whole_hours(times: list[datetime], now: datetime, shift: timedelta) -> int:
     """How many whole hours the zone is off. The provider's last 24 hours shifted by s hold
     the CDRs: s is at least the newest one's lead on now and at most the oldest one's lead on
     24 hours ago (give or take clocks). On a quiet night both ends of those 24 hours (the
-    same hour of the night) are sparse alike, so the middle of that range is the estimate,
-    kept inside it: the newest CDR alone, 50 minutes old, would say an hour too few."""
+    same hour of the night) are often sparse alike, so the middle of that range is the
+    estimate, kept inside it: the newest CDR alone, 50 minutes old, would say an hour too
+    few. When the range holds more than one whole hour, `_doubt` says so."""
     low, high = _feasible(times, now)
     hours = round((low + high) / 2 / HOUR)
     hours = min(max(hours, math.ceil((low - CLOCKS) / HOUR)), math.floor((high + CLOCKS) / HOUR))
