@@ -1,6 +1,7 @@
 """Benchmark: `load_page`'s cost per leg with the kept BI data and without, on the same pages.
 
     .venv/bin/python bench/refresh.py [--hours 12] [--page-size 1000] [--runs 7]
+                                      [--calls-per-hour 3500]
 
 1. creates a fresh database on TEST_DATABASE_URL's server (else the local one), migrates it
    and loads the `--hours` hours before a busy hour of one simulated call centre through
@@ -10,9 +11,13 @@
    `load_page`, all in one transaction that is rolled back, once per variant and run (the
    variants' order turns with each run, so none always meets the dead index entries of
    the ones before it):
-   - `kept data (now)`: the load as it is;
+   - `kept data (now: the cheaper way)`: the load as it is;
    - `with the foreign keys of revision 0007`: `call_legs` and `inbound_calls` keyed to
      `accounts` again, as before revision 0008;
+   - `always by the calls' difference` and `always buckets recomputed (0008's way)`: the
+     two ways of keeping the rollups that `kept data (now: ...)` chooses between per page (the
+     setting `cdr_etl.rollup_way`): moved by the difference of the page's calls' figures,
+     or every 5-minute bucket those calls count in recomputed from all its legs;
    - `kept data off`: `cdr_rollup_refresh` replaced by a no-op, the COPY path alone;
 3. prints the median microseconds per leg of each variant (wall time of `load_page`: the
    client, the server and the round trips; the server is local), and drops the database.
@@ -45,15 +50,18 @@ from etl.simulator.data import CallGenerator  # noqa: E402
 TIMED_HOUR = 1_704_153_600 // 3600 + 16  # 2024-01-02 16:00 UTC, 10:00 in Costa Rica: busy
 ZONE = "America/Costa_Rica"
 VARIANTS: dict[str, list[str]] = {
-    "kept data (now)": [],
+    "kept data (now: the cheaper way)": [],
     "with the foreign keys of revision 0007": [
         "ALTER TABLE call_legs ADD FOREIGN KEY (account_id) REFERENCES accounts (id) "
         "ON DELETE CASCADE",
         "ALTER TABLE inbound_calls ADD FOREIGN KEY (account_id) REFERENCES accounts (id) "
         "ON DELETE CASCADE",
     ],
+    "always by the calls' difference": ["SET cdr_etl.rollup_way = 'delta'"],
+    "always buckets recomputed (0008's way)": ["SET cdr_etl.rollup_way = 'recompute'"],
     "kept data off": [
-        "CREATE OR REPLACE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[]) "
+        "CREATE OR REPLACE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[], "
+        "p_recompute boolean DEFAULT false) "
         "RETURNS void LANGUAGE sql AS 'SELECT'"
     ],
 }
@@ -71,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=int, default=12, help="hours loaded first")
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--calls-per-hour", type=int, default=3500, help="the call centre's size (busy hour)"
+    )
     args = parser.parse_args(argv)
 
     server = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = make_engine(
         make_url(server).set(database=name).render_as_string(hide_password=False), pool_size=1
     )
-    generator = CallGenerator("8569841", seed=7, timezone=ZONE, calls_per_hour=3500)
+    generator = CallGenerator("8569841", seed=7, timezone=ZONE, calls_per_hour=args.calls_per_hour)
     zone = ZoneInfo(ZONE)
 
     def pages(hour: int) -> list[list[Cdr]]:

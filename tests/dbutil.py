@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 
 from etl.db.models import metadata
 
@@ -63,3 +64,15 @@ def truncate_all(url: str) -> None:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         conn.execute(text("INSERT INTO rollup_settings DEFAULT VALUES"))  # as migrated
     engine.dispose()
+
+
+def impose_rollup_way(engine: Engine, way: str) -> None:
+    """Every connection of `engine` keeps the rollups by one way ('delta': moved by the
+    calls' difference; 'recompute': their buckets recomputed) instead of the cheaper one,
+    through the setting cdr_etl.rollup_way that cdr_rollup_refresh reads."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"SET cdr_etl.rollup_way = '{way}'")
+        dbapi_connection.commit()
+
+    event.listen(engine, "connect", on_connect)

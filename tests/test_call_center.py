@@ -24,8 +24,18 @@ from etl.db.rollup import rebuild
 from etl.errors import LoadError
 from etl.normalize import Cdr, normalize
 from tests.bi_oracle import assert_new_figures_equal
+from tests.dbutil import impose_rollup_way
 
 CR = "America/Costa_Rica"  # UTC-6, no DST
+
+
+@pytest.fixture(params=["cheaper way", "delta"])
+def engine(engine: Engine, request: pytest.FixtureRequest) -> Engine:
+    """The session engine, keeping the rollups by the cheaper way (sparse test data makes
+    that mostly the recompute) or always by the calls' difference."""
+    if request.param == "delta":
+        impose_rollup_way(engine, "delta")
+    return engine
 
 
 def leg(callid: str, start: str, **fields: Any) -> dict[str, Any]:
@@ -218,3 +228,72 @@ def test_concurrency_that_no_longer_matches_its_calls_fails_loudly(engine: Engin
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM v_concurrency_minute")).scalar() == 2
         assert_new_figures_equal(conn)
+
+
+@pytest.mark.parametrize("table", ["rollup_5min", "rollup_endpoint_5min", "rollup_endpoint_hourly"])
+def test_rollups_that_no_longer_match_their_calls_fail_loudly(engine: Engine, table: str) -> None:
+    """The load moves each rollup by the difference of a page's calls: a row lost by hand
+    makes the next change of its calls fail the page with a message naming the fix instead
+    of storing a negative figure; a rebuild repairs. (A page that recomputes the buckets
+    instead, the cheaper way for a sparse bucket, repairs them itself.)"""
+    impose_rollup_way(engine, "delta")
+    s = "2024-10-03 10:00:00"
+    account = store(engine, [leg("1", s, **talked(s, s, 120)), leg("2", s)])
+    with engine.begin() as conn:
+        conn.execute(text(f"DELETE FROM {table}"))
+    negative = f"{table} .*would go negative: run cdr-etl rollup --rebuild"
+    with pytest.raises(LoadError, match=negative), database_errors():
+        store(engine, [leg("1", s, **talked(s, s, 60))])
+    rebuild(engine, account, "cr")
+    assert day_row(engine)["calls"] == 2
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT sum(legs) FROM {table}")).scalar() == 2
+        assert_new_figures_equal(conn)
+
+
+def names(engine: Engine) -> list[tuple[str, str | None]]:
+    """(bucket or hour, name) of endpoint 100 (the legs' caller): its 5-minute rows, then
+    its hourly rows."""
+    with engine.connect() as conn:
+        return [
+            (f"{when:%H:%M}", name)
+            for table, key in (
+                ("rollup_endpoint_5min", "bucket_start"),
+                ("rollup_endpoint_hourly", "hour_start"),
+            )  # fmt: skip
+            for when, name in conn.execute(
+                text(
+                    f"SELECT {key} AT TIME ZONE 'America/Costa_Rica', endpoint_name FROM {table} "
+                    f"WHERE endpoint = '100' ORDER BY 1"
+                )
+            )
+        ]
+
+
+def test_an_endpoints_latest_name_follows_the_leg_that_gave_it(engine: Engine) -> None:
+    """A bucket's and an hour's endpoint name is the latest named leg's: when that leg loses
+    its name, moves to another hour or is renamed, the name falls back to the latest of the
+    others or follows it, as a recomputation would say."""
+    a, b, c = (
+        leg(str(n), f"2024-10-03 10:{minute}:00", name_endpoint_ani=name)
+        for n, minute, name in ((1, "02", "Ana"), (2, "17", "Bea"), (3, "48", "Cam"))
+    )
+    store(engine, [a, b, c])
+    hour = [("10:00", "Ana"), ("10:15", "Bea"), ("10:45", "Cam"), ("10:00", "Cam")]
+    assert names(engine) == hour
+    store(engine, [dict(c, name_endpoint_ani=None)])  # the hour's name goes back to Bea
+    assert names(engine) == [*hour[:2], ("10:45", None), ("10:00", "Bea")]
+    store(engine, [dict(b, detect_time="2024-10-03 11:17:00")])  # Bea leaves the hour
+    assert names(engine) == [hour[0], ("10:45", None), ("11:15", "Bea"), ("10:00", "Ana"),
+                             ("11:00", "Bea")]  # fmt: skip
+    a["name_endpoint_ani"] = "Ana María"
+    store(engine, [a])  # renamed in place
+    assert names(engine)[0] == ("10:00", "Ana María")
+    assert names(engine)[3] == ("10:00", "Ana María")
+    store(engine, [dict(a, detect_time="2024-10-03 10:01:30")])  # seconds earlier, same bucket
+    with engine.connect() as conn:
+        assert_new_figures_equal(conn)
+        at = conn.execute(
+            text("SELECT name_at FROM rollup_endpoint_hourly WHERE endpoint = '100' ORDER BY 1")
+        ).scalars()
+        assert [f"{t.astimezone(ZoneInfo(CR)):%H:%M:%S}" for t in at] == ["10:01:30", "11:17:00"]

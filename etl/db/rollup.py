@@ -25,7 +25,7 @@ load); the trigger function `cdr_forget_account` deletes a deleted account's row
 
 How they stay current: `load_page` calls `refresh(conn, account_id, callids)` after it
 stores the page, in the page's transaction. The server-side function
-`cdr_rollup_refresh` (SQL frozen in revisions 0005 to 0008, each as it applied it):
+`cdr_rollup_refresh` (SQL frozen in revisions 0005 to 0009, each as it applied it):
 
 1. takes a transaction-scoped advisory lock per account, so two writers of one account (a
    backfill beside the daemon) refresh one after the other: the second one, in READ
@@ -41,9 +41,16 @@ stores the page, in the page's transaction. The server-side function
    head, both recomputed from one read of the legs' `cdrs` rows (a trunk leg's agent legs
    are among the legs: they share its link; a leg that no longer heads a call loses its
    row);
-4. deletes and re-inserts the rollup rows of every bucket those legs were in before or are
-   in now, recomputed from their `call_legs` rows (delete + insert of the touched keys,
-   never +/- deltas: a figure is always a recomputation, so it cannot drift);
+4. brings the rollup rows of every bucket those legs were in before or are in now in step,
+   by the cheaper of two exact ways (revision 0009): `cdr_rollup_delta` moves them by the
+   difference of those calls' figures as kept before (the `call_legs` rows it replaced)
+   and as kept now (a cost per leg re-kept, whatever the size of the buckets); or
+   `cdr_rollup_buckets` recomputes the buckets from all their `call_legs` rows (a cost per
+   leg in them, less than half the other's per leg: a page of a sparse bucket). Every
+   figure is a sum, so the difference is exact; an endpoint's latest name is not, so it
+   is counted again from the rows under it when the leg that gave it is taken out and not
+   put back as it was. A figure that would go below zero (kept rows edited by hand, a
+   bug) fails the page with a message that names `cdr-etl rollup --rebuild`;
 5. takes each recomputed call's old talk span (from the `call_legs` rows it replaced) out
    of `concurrency_minute` and puts its new one in (`cdr_concurrency_add`, -1 / +1 per
    minute): exact, since the old span is precisely the one added when it was kept;
@@ -66,11 +73,13 @@ So at every committed moment the kept data equals a full recomputation from `cdr
 account day by day (by `detect_time`), each day in its own transaction, with the position
 stored in `rollup_rebuilds` so a killed rebuild resumes where it stopped: after a timezone
 fix, a change of definition, or kept counts that no longer match (the load refuses to take
-a minute's count below zero and says so).
+a minute's count, or a rollup figure, below zero and says so). A rebuild always
+recomputes the buckets (what was kept may be wrong).
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -204,6 +213,394 @@ def inbound_rows(legs: str, tz: str) -> str:
     return _INBOUND_ROWS.format(legs=legs, tz=tz)
 
 
+ROLLUP_FIGURES: tuple[str, ...] = (
+    "legs", "calls", "answered", "answered_seconds", "talk_seconds", "end_ok", "end_cancelled",
+    "end_no_answer", "end_temporarily_unavailable", "end_not_found", "end_decline",
+    "end_service_unavailable", "end_other", "network_failed", "inbound_calls",
+    "inbound_answered", "answered_within_sl", "answer_wait_seconds", "abandoned",
+    "abandon_wait_seconds",
+)  # fmt: skip
+"""The figures of `rollup_5min`: each a sum over the bucket's calls."""
+
+# Per 5-minute bucket, rollup_5min's figures of the calls of `legs` (call_legs rows with a
+# `sign`: 1 counts a call, -1 takes it out), so one text serves the recompute (every sign 1)
+# and the load's difference of a page's calls as kept before (-1) and now (+1).
+_BUCKET_FIGURES = """        SELECT
+            f.bucket_start,
+            sum(f.sign * f.legs) AS legs,
+            sum(f.sign) AS calls,
+            coalesce(sum(f.sign) FILTER (WHERE f.answered), 0) AS answered,
+            coalesce(sum(f.sign * f.answered_seconds), 0) AS answered_seconds,
+            coalesce(sum(f.sign * f.talk_seconds) FILTER (WHERE f.answered), 0) AS talk_seconds,
+            sum(f.sign * f.end_ok) AS end_ok,
+            sum(f.sign * f.end_cancelled) AS end_cancelled,
+            sum(f.sign * f.end_no_answer) AS end_no_answer,
+            sum(f.sign * f.end_temporarily_unavailable) AS end_temporarily_unavailable,
+            sum(f.sign * f.end_not_found) AS end_not_found,
+            sum(f.sign * f.end_decline) AS end_decline,
+            sum(f.sign * f.end_service_unavailable) AS end_service_unavailable,
+            sum(f.sign * f.end_other) AS end_other,
+            coalesce(sum(f.sign) FILTER (WHERE f.network_failed), 0) AS network_failed,
+            coalesce(sum(f.sign) FILTER (WHERE f.inbound), 0) AS inbound_calls,
+            coalesce(sum(f.sign) FILTER (WHERE f.inbound AND f.person_answered), 0)
+                AS inbound_answered,
+            coalesce(
+                sum(f.sign) FILTER (WHERE f.inbound AND f.person_answered AND f.wait <= v_sl), 0
+            ) AS answered_within_sl,
+            coalesce(sum(f.sign * f.wait) FILTER (WHERE f.inbound AND f.person_answered), 0)
+                AS answer_wait_seconds,
+            coalesce(
+                sum(f.sign) FILTER (WHERE f.inbound AND NOT f.person_answered AND f.caller_left),
+                0
+            ) AS abandoned,
+            coalesce(
+                sum(f.sign * f.stayed) FILTER (
+                    WHERE f.inbound AND NOT f.person_answered AND f.caller_left
+                ),
+                0
+            ) AS abandon_wait_seconds
+        FROM (
+            -- one row per call: its flags (see etl/db/views.py for the definitions)
+            SELECT
+                c.*,
+                NOT c.answered AND NOT c.user_ended AS network_failed,
+                c.trunk OR c.direct_inbound AS inbound,
+                greatest(floor(extract(epoch FROM c.person_answered_at - c.started_at)), 0)
+                    AS wait,
+                coalesce(greatest(floor(extract(epoch FROM c.ended_at - c.started_at)), 0), 0)
+                    AS stayed
+            FROM (
+                SELECT
+                    k.sign,
+                    k.bucket_start,
+                    k.call_id,
+                    count(*) AS legs,
+                    bool_or(coalesce(k.duration, 0) > 0) AS answered,
+                    sum(k.duration) FILTER (WHERE k.duration > 0) AS answered_seconds,
+                    max(k.duration) FILTER (WHERE k.duration > 0) AS talk_seconds,
+                    count(*) FILTER (WHERE k.end_reason = 'OK') AS end_ok,
+                    count(*) FILTER (WHERE k.end_reason = 'CANCELLED') AS end_cancelled,
+                    count(*) FILTER (WHERE k.end_reason = 'NO_ANSWER') AS end_no_answer,
+                    count(*) FILTER (WHERE k.end_reason = 'TEMPORARILY_UNAVAILABLE')
+                        AS end_temporarily_unavailable,
+                    count(*) FILTER (WHERE k.end_reason = 'NOT_FOUND') AS end_not_found,
+                    count(*) FILTER (WHERE k.end_reason = 'DECLINE') AS end_decline,
+                    count(*) FILTER (WHERE k.end_reason = 'SERVICE_UNAVAILABLE')
+                        AS end_service_unavailable,
+                    count(*) FILTER (
+                        WHERE k.end_reason IS NULL OR k.end_reason NOT IN (
+                            'OK', 'CANCELLED', 'NO_ANSWER', 'TEMPORARILY_UNAVAILABLE',
+                            'NOT_FOUND', 'DECLINE', 'SERVICE_UNAVAILABLE'
+                        )
+                    ) AS end_other,
+                    -- the call's own leg (its trunk leg, or the single leg) ended by the
+                    -- user's side
+                    coalesce(
+                        bool_or(
+                            k.role <> 'agent' AND k.end_reason IN (
+                                'OK', 'CANCELLED', 'NO_ANSWER', 'DECLINE', 'BUSY',
+                                'TEMPORARILY_UNAVAILABLE'
+                            )
+                        ),
+                        false
+                    ) AS user_ended,
+                    -- ... by the caller hanging up (after the IVR or while agents rang, or before)
+                    coalesce(
+                        bool_or(k.role <> 'agent' AND k.end_reason IN ('OK', 'CANCELLED')), false
+                    ) AS caller_left,
+                    bool_or(k.role = 'trunk') AS trunk,
+                    coalesce(
+                        bool_or(
+                            k.role = 'single' AND k.type = 'incoming'
+                            AND (k.original_callid IS NULL OR k.original_callid = k.callid)
+                        ),
+                        false
+                    ) AS direct_inbound,
+                    -- answered by a person: an agent leg, or a direct inbound leg itself
+                    coalesce(bool_or(k.role <> 'trunk' AND k.duration > 0), false)
+                        AS person_answered,
+                    min(
+                        coalesce(
+                            k.connect_time, k.disconnect_time - make_interval(secs => k.duration)
+                        )
+                    ) FILTER (WHERE k.role <> 'trunk' AND k.duration > 0) AS person_answered_at,
+                    max(k.leg_start) FILTER (WHERE k.role <> 'agent') AS started_at,
+                    max(k.disconnect_time) AS ended_at
+                FROM legs k
+                GROUP BY k.sign, k.bucket_start, k.call_id
+            ) c
+        ) f
+        GROUP BY f.bucket_start"""
+
+
+def _listed(items: Sequence[str], indent: int) -> str:
+    """SQL list items, comma-separated, wrapped at 92 characters with this indent."""
+    pad = " " * indent
+    return textwrap.fill(", ".join(items), 92, initial_indent=pad, subsequent_indent=pad)
+
+
+_ROLLUP_COLUMNS = _listed(
+    ("account_id", "bucket_start", "hour_start", "day", "local_hour", *ROLLUP_FIGURES), 8
+)
+_ROLLUP_VALUES = ",\n".join(
+    f"        {value}"
+    for value in (
+        "p_account",
+        "b.bucket_start",
+        "date_trunc('hour', b.bucket_start, p_tz)",
+        "(b.bucket_start AT TIME ZONE p_tz)::date",
+        "date_trunc('hour', b.bucket_start AT TIME ZONE p_tz)",
+        *(f"b.{name}" for name in ROLLUP_FIGURES),
+    )
+)
+
+
+_ENDPOINT_FIGURES: tuple[str, ...] = (
+    "legs", "incoming_legs", "outgoing_legs", "answered", "talk_seconds", "ring_seconds",
+)  # fmt: skip
+_ENDPOINT_OF = "CASE WHEN {a}.direction = 'incoming' THEN {a}.dnis_user ELSE {a}.ani_user END"
+_NAME_OF = (
+    "CASE WHEN {a}.direction = 'incoming' THEN {a}.name_endpoint_dnis "
+    "ELSE {a}.name_endpoint_ani END"
+)
+# A kept endpoint row's latest name, counted again from what is under it, when the leg that
+# gave it is gone or changed: from the bucket's legs, or from the hour's 5-minute rows.
+_NAME_FROM_LEGS = """SELECT {name}, k.leg_start, k.callid
+                FROM call_legs k
+                WHERE m.renamed AND k.account_id = p_account AND k.bucket_start = m.key
+                    AND {endpoint} IS NOT DISTINCT FROM m.endpoint AND {name} IS NOT NULL
+                ORDER BY k.leg_start DESC NULLS LAST, k.callid DESC
+                LIMIT 1""".format(endpoint=_ENDPOINT_OF.format(a="k"), name=_NAME_OF.format(a="k"))
+_NAME_FROM_BUCKETS = """SELECT e.endpoint_name, e.name_at, e.name_callid
+                FROM rollup_endpoint_5min e
+                WHERE m.renamed AND e.account_id = p_account AND e.bucket_start >= m.key
+                    AND e.bucket_start < m.key + interval '1 hour'
+                    AND e.endpoint IS NOT DISTINCT FROM m.endpoint
+                    AND e.endpoint_name IS NOT NULL
+                ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC
+                LIMIT 1"""
+
+
+# The statement of _endpoint_delta, with its parts to fill in.
+_ENDPOINT_DELTA = """    WITH o AS ({old}
+    ), n AS ({new}
+    ), named AS (
+        -- per key, the latest named leg put in
+        SELECT DISTINCT ON (n.key, n.endpoint)
+            n.key, n.endpoint, n.endpoint_name, n.leg_start AS name_at, n.callid AS name_callid
+        FROM n
+        WHERE n.endpoint_name IS NOT NULL
+        ORDER BY n.key, n.endpoint, n.leg_start DESC NULLS LAST, n.callid DESC
+    ), d AS (
+        SELECT
+            e.key,
+            e.endpoint,
+            sum(e.sign) AS legs,
+            coalesce(sum(e.sign) FILTER (WHERE e.direction = 'incoming'), 0) AS incoming_legs,
+            coalesce(sum(e.sign) FILTER (WHERE e.direction = 'outgoing'), 0) AS outgoing_legs,
+            coalesce(sum(e.sign) FILTER (WHERE e.duration > 0), 0) AS answered,
+            coalesce(sum(e.sign * e.duration) FILTER (WHERE e.duration > 0), 0) AS talk_seconds,
+            coalesce(sum(e.sign * greatest(e.ring_time, 0)), 0) AS ring_seconds,
+            array_agg(e.callid) FILTER (WHERE e.changed) AS changed
+        FROM (
+            -- a leg taken out is changed unless it is put back with the same key, endpoint,
+            -- start and name
+            SELECT
+                -1 AS sign, o.*,
+                n.callid IS NULL
+                    OR (n.key, n.endpoint, n.leg_start, n.endpoint_name)
+                        IS DISTINCT FROM (o.key, o.endpoint, o.leg_start, o.endpoint_name)
+                    AS changed
+            FROM o
+            LEFT JOIN n ON n.callid = o.callid
+            UNION ALL
+            SELECT 1, n.*, false FROM n
+        ) e
+        GROUP BY e.key, e.endpoint
+    ), m AS MATERIALIZED (
+        -- each key's kept row, if any: one index probe per key
+        SELECT
+            d.*,
+            w.endpoint_name,
+            w.name_at,
+            w.name_callid,
+            r.ctid AS kept_ctid,
+{kept_figures},
+            r.endpoint_name AS kept_name,
+            r.name_at AS kept_name_at,
+            r.name_callid AS kept_name_callid,
+            coalesce(r.name_callid = ANY(d.changed), false) AS renamed
+        FROM d
+        LEFT JOIN named w ON w.key = d.key AND w.endpoint IS NOT DISTINCT FROM d.endpoint
+        LEFT JOIN LATERAL (
+            SELECT r.ctid, r.* FROM {table} r
+            WHERE r.account_id = p_account AND r.{key} = d.key
+                AND r.endpoint IS NOT DISTINCT FROM d.endpoint
+            LIMIT 1
+        ) r ON true
+    ), dropped AS (
+        DELETE FROM {table}
+        WHERE ctid = ANY(ARRAY(SELECT m.kept_ctid FROM m WHERE m.kept_ctid IS NOT NULL))
+    ), kept AS (
+        INSERT INTO {table} (
+            account_id, {key}, day, endpoint, endpoint_name, name_at, name_callid,
+{figures}
+        )
+        SELECT
+            p_account,
+            m.key,
+            (m.key AT TIME ZONE p_tz)::date,
+            m.endpoint,
+            w.endpoint_name,
+            w.name_at,
+            w.name_callid,
+{totals}
+        FROM m
+        LEFT JOIN LATERAL (
+            SELECT x.*
+            FROM (
+                SELECT m.kept_name, m.kept_name_at, m.kept_name_callid WHERE NOT m.renamed
+                UNION ALL
+                SELECT m.endpoint_name, m.name_at, m.name_callid
+                UNION ALL
+                ({name_again})
+            ) x(endpoint_name, name_at, name_callid)
+            WHERE x.endpoint_name IS NOT NULL
+            ORDER BY x.name_at DESC NULLS LAST, x.name_callid DESC
+            LIMIT 1
+        ) w ON true
+        WHERE {any_total}
+        RETURNING {returned}
+    )
+    SELECT bool_or(kept.legs <= 0 OR {any_negative})
+    INTO v_bad
+    FROM kept;
+    IF v_bad THEN
+        RAISE EXCEPTION '{table} of account % would go negative: run cdr-etl rollup --rebuild',
+            p_account;
+    END IF;"""
+
+
+def _endpoint_delta(table: str, key: str, key_of: str, name_again: str) -> str:
+    """The statement that moves the endpoint rollup `table` (keyed by account, `key` and
+    endpoint) by the difference of the legs p_old (taken out) and p_new (put in).
+
+    The sums move by the difference. The latest name (by leg start, then callid) cannot be
+    subtracted: the kept one stays unless the leg that gave it is among the legs taken out
+    and not put back as it was; then it is counted again (`name_again`). Either way a newer
+    name among the legs put in wins."""
+    legs = """SELECT {key_of} AS key, {endpoint} AS endpoint, {name} AS endpoint_name,
+            {a}.callid, {a}.leg_start, {a}.direction, {a}.duration, {a}.ring_time
+        FROM unnest(p_{side}) {a}
+        WHERE {a}.bucket_start IS NOT NULL"""
+    old, new = (
+        legs.format(
+            key_of=key_of.format(a=a),
+            endpoint=_ENDPOINT_OF.format(a=a),
+            name=_NAME_OF.format(a=a),
+            a=a,
+            side=side,
+        )
+        for a, side in (("o", "old"), ("n", "new"))
+    )
+    totals = [f"coalesce(m.kept_{f}, 0) + m.{f}" for f in _ENDPOINT_FIGURES]
+    return _ENDPOINT_DELTA.format(
+        old=old,
+        new=new,
+        table=table,
+        key=key,
+        name_again=name_again,
+        kept_figures=_listed([f"r.{f} AS kept_{f}" for f in _ENDPOINT_FIGURES], 12),
+        figures=_listed(_ENDPOINT_FIGURES, 12),
+        totals=_listed(totals, 12),
+        any_total=" OR ".join(f"{t} <> 0" for t in totals),
+        returned=", ".join(_ENDPOINT_FIGURES),
+        any_negative=" OR ".join(f"kept.{f} < 0" for f in _ENDPOINT_FIGURES),
+    )
+
+
+_DELTA = (
+    """CREATE FUNCTION cdr_rollup_delta(
+    p_account integer, p_tz text, p_old call_legs[], p_new call_legs[]
+)
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+    v_sl integer;
+    v_bad boolean;
+    v_empty timestamptz[];
+BEGIN
+    -- The legs of some calls as they were kept (p_old) and as they are kept now (p_new):
+    -- whole calls (every leg sharing a link with them), so each rollup moves by the
+    -- difference of their figures, exactly, reading no other leg. A figure that would go
+    -- below zero means the kept data no longer matches call_legs: never silently wrong.
+    SELECT service_level_seconds INTO v_sl FROM rollup_settings;
+    WITH legs AS MATERIALIZED (
+        SELECT -1 AS sign, o.* FROM unnest(p_old) o WHERE o.bucket_start IS NOT NULL
+        UNION ALL
+        SELECT 1, n.* FROM unnest(p_new) n WHERE n.bucket_start IS NOT NULL
+    ), kept AS (
+    INSERT INTO rollup_5min AS r (
+__ROLLUP_COLUMNS__
+    )
+    SELECT
+__ROLLUP_VALUES__
+    FROM (
+__BUCKET_FIGURES__
+    ) b
+    WHERE __ANY_CHANGE__
+    ORDER BY b.bucket_start
+    ON CONFLICT (account_id, bucket_start) DO UPDATE SET
+__ADD_FIGURES__
+    RETURNING r.*
+    )
+    SELECT
+        array_agg(kept.bucket_start) FILTER (WHERE __ALL_ZERO__),
+        bool_or(__ANY_NEGATIVE__ OR (kept.calls = 0 AND NOT (__ALL_ZERO__)))
+    INTO v_empty, v_bad
+    FROM kept;
+    IF v_bad THEN
+        RAISE EXCEPTION 'rollup_5min of account % would go negative: run cdr-etl rollup --rebuild',
+            p_account;
+    END IF;
+    DELETE FROM rollup_5min
+    WHERE account_id = p_account AND bucket_start = ANY(coalesce(v_empty, '{}'));
+__ENDPOINT_5MIN__
+__ENDPOINT_HOURLY__
+END
+$fn$""".replace("__ROLLUP_COLUMNS__", _ROLLUP_COLUMNS)
+    .replace("__ROLLUP_VALUES__", _ROLLUP_VALUES)
+    .replace("__BUCKET_FIGURES__", _BUCKET_FIGURES)
+    .replace("__ANY_CHANGE__", " OR ".join(f"b.{f} <> 0" for f in ROLLUP_FIGURES))
+    .replace(
+        "__ADD_FIGURES__",
+        ",\n".join(f"        {f} = r.{f} + excluded.{f}" for f in ROLLUP_FIGURES),
+    )
+    .replace("__ALL_ZERO__", " AND ".join(f"kept.{f} = 0" for f in ROLLUP_FIGURES))
+    .replace("__ANY_NEGATIVE__", " OR ".join(f"kept.{f} < 0" for f in ROLLUP_FIGURES))
+    .replace(
+        "__ENDPOINT_5MIN__",
+        "    -- per 5 minutes and endpoint\n"
+        + _endpoint_delta(
+            "rollup_endpoint_5min", "bucket_start", "{a}.bucket_start", _NAME_FROM_LEGS
+        ),
+    )
+    .replace(
+        "__ENDPOINT_HOURLY__",
+        "    -- per local hour and endpoint (after the 5-minute rows: a name may be counted\n"
+        "    -- again from them)\n"
+        + _endpoint_delta(
+            "rollup_endpoint_hourly",
+            "hour_start",
+            "date_trunc('hour', {a}.bucket_start, p_tz)",
+            _NAME_FROM_BUCKETS,
+        ),
+    )
+)
+"""cdr_rollup_delta: the load's update of the rollups for the legs of the calls a page
+touched, as the difference of their old and new figures."""
+
+
 FUNCTIONS: tuple[str, ...] = (
     """CREATE FUNCTION cdr_rollup_buckets(p_account integer, p_tz text, p_buckets timestamptz[])
 RETURNS void LANGUAGE plpgsql
@@ -220,8 +617,8 @@ BEGIN
     -- carries the CDR columns the figures need (no probe of cdrs per leg)
     WITH legs AS MATERIALIZED (
         SELECT
-            k.bucket_start, k.call_id, k.callid, k.role, k.direction, k.leg_start, k.type,
-            k.original_callid, k.end_reason, k.duration, k.ring_time, k.connect_time,
+            1 AS sign, k.bucket_start, k.call_id, k.callid, k.role, k.direction, k.leg_start,
+            k.type, k.original_callid, k.end_reason, k.duration, k.ring_time, k.connect_time,
             k.disconnect_time, k.dnis_user, k.ani_user, k.name_endpoint_dnis,
             k.name_endpoint_ani
         FROM unnest(p_buckets) b(bucket_start)
@@ -232,111 +629,13 @@ BEGIN
         ) k
     ), calls AS (
     INSERT INTO rollup_5min (
-        account_id, bucket_start, hour_start, day, local_hour, legs, calls, answered,
-        answered_seconds, talk_seconds, end_ok, end_cancelled, end_no_answer,
-        end_temporarily_unavailable, end_not_found, end_decline, end_service_unavailable,
-        end_other, network_failed, inbound_calls, inbound_answered, answered_within_sl,
-        answer_wait_seconds, abandoned, abandon_wait_seconds
+__ROLLUP_COLUMNS__
     )
     SELECT
-        p_account,
-        f.bucket_start,
-        date_trunc('hour', f.bucket_start, p_tz),
-        (f.bucket_start AT TIME ZONE p_tz)::date,
-        date_trunc('hour', f.bucket_start AT TIME ZONE p_tz),
-        sum(f.legs),
-        count(*),
-        count(*) FILTER (WHERE f.answered),
-        coalesce(sum(f.answered_seconds), 0),
-        coalesce(sum(f.talk_seconds) FILTER (WHERE f.answered), 0),
-        sum(f.end_ok),
-        sum(f.end_cancelled),
-        sum(f.end_no_answer),
-        sum(f.end_temporarily_unavailable),
-        sum(f.end_not_found),
-        sum(f.end_decline),
-        sum(f.end_service_unavailable),
-        sum(f.end_other),
-        count(*) FILTER (WHERE f.network_failed),
-        count(*) FILTER (WHERE f.inbound),
-        count(*) FILTER (WHERE f.inbound AND f.person_answered),
-        count(*) FILTER (WHERE f.inbound AND f.person_answered AND f.wait <= v_sl),
-        coalesce(sum(f.wait) FILTER (WHERE f.inbound AND f.person_answered), 0),
-        count(*) FILTER (WHERE f.inbound AND NOT f.person_answered AND f.caller_left),
-        coalesce(
-            sum(f.stayed) FILTER (
-                WHERE f.inbound AND NOT f.person_answered AND f.caller_left
-            ),
-            0
-        )
+__ROLLUP_VALUES__
     FROM (
-        -- one row per call: its flags (see etl/db/views.py for the definitions)
-        SELECT
-            c.*,
-            NOT c.answered AND NOT c.user_ended AS network_failed,
-            c.trunk OR c.direct_inbound AS inbound,
-            greatest(floor(extract(epoch FROM c.person_answered_at - c.started_at)), 0)
-                AS wait,
-            coalesce(greatest(floor(extract(epoch FROM c.ended_at - c.started_at)), 0), 0)
-                AS stayed
-        FROM (
-            SELECT
-                k.bucket_start,
-                k.call_id,
-                count(*) AS legs,
-                bool_or(coalesce(k.duration, 0) > 0) AS answered,
-                sum(k.duration) FILTER (WHERE k.duration > 0) AS answered_seconds,
-                max(k.duration) FILTER (WHERE k.duration > 0) AS talk_seconds,
-                count(*) FILTER (WHERE k.end_reason = 'OK') AS end_ok,
-                count(*) FILTER (WHERE k.end_reason = 'CANCELLED') AS end_cancelled,
-                count(*) FILTER (WHERE k.end_reason = 'NO_ANSWER') AS end_no_answer,
-                count(*) FILTER (WHERE k.end_reason = 'TEMPORARILY_UNAVAILABLE')
-                    AS end_temporarily_unavailable,
-                count(*) FILTER (WHERE k.end_reason = 'NOT_FOUND') AS end_not_found,
-                count(*) FILTER (WHERE k.end_reason = 'DECLINE') AS end_decline,
-                count(*) FILTER (WHERE k.end_reason = 'SERVICE_UNAVAILABLE')
-                    AS end_service_unavailable,
-                count(*) FILTER (
-                    WHERE k.end_reason IS NULL OR k.end_reason NOT IN (
-                        'OK', 'CANCELLED', 'NO_ANSWER', 'TEMPORARILY_UNAVAILABLE',
-                        'NOT_FOUND', 'DECLINE', 'SERVICE_UNAVAILABLE'
-                    )
-                ) AS end_other,
-                -- the call's own leg (its trunk leg, or the single leg) ended by the user's side
-                coalesce(
-                    bool_or(
-                        k.role <> 'agent' AND k.end_reason IN (
-                            'OK', 'CANCELLED', 'NO_ANSWER', 'DECLINE', 'BUSY',
-                            'TEMPORARILY_UNAVAILABLE'
-                        )
-                    ),
-                    false
-                ) AS user_ended,
-                -- ... by the caller hanging up (after the IVR or while agents rang, or before)
-                coalesce(
-                    bool_or(k.role <> 'agent' AND k.end_reason IN ('OK', 'CANCELLED')), false
-                ) AS caller_left,
-                bool_or(k.role = 'trunk') AS trunk,
-                coalesce(
-                    bool_or(
-                        k.role = 'single' AND k.type = 'incoming'
-                        AND (k.original_callid IS NULL OR k.original_callid = k.callid)
-                    ),
-                    false
-                ) AS direct_inbound,
-                -- answered by a person: an agent leg, or a direct inbound leg itself
-                coalesce(bool_or(k.role <> 'trunk' AND k.duration > 0), false)
-                    AS person_answered,
-                min(
-                    coalesce(k.connect_time, k.disconnect_time - make_interval(secs => k.duration))
-                ) FILTER (WHERE k.role <> 'trunk' AND k.duration > 0) AS person_answered_at,
-                max(k.leg_start) FILTER (WHERE k.role <> 'agent') AS started_at,
-                max(k.disconnect_time) AS ended_at
-            FROM legs k
-            GROUP BY k.bucket_start, k.call_id
-        ) c
-    ) f
-    GROUP BY f.bucket_start
+__BUCKET_FIGURES__
+    ) b
     )
     INSERT INTO rollup_endpoint_5min (
         account_id, bucket_start, day, endpoint, endpoint_name, name_at, name_callid, legs,
@@ -410,7 +709,10 @@ BEGIN
         AND e.bucket_start < h.hour_start + interval '1 hour'
     GROUP BY h.hour_start, e.endpoint;
 END
-$fn$""",
+$fn$""".replace("__ROLLUP_COLUMNS__", _ROLLUP_COLUMNS)
+    .replace("__ROLLUP_VALUES__", _ROLLUP_VALUES)
+    .replace("__BUCKET_FIGURES__", _BUCKET_FIGURES),
+    _DELTA,
     """CREATE FUNCTION cdr_concurrency_add(p_account integer, p_spans tstzrange[], p_n integer)
 RETURNS void LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan AS $fn$
@@ -483,7 +785,9 @@ BEGIN
     );
 END
 $fn$""",
-    """CREATE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[])
+    """CREATE FUNCTION cdr_rollup_refresh(
+    p_account integer, p_callids text[], p_recompute boolean DEFAULT false
+)
 RETURNS void LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
@@ -496,8 +800,9 @@ DECLARE
     v_targets text[];
     v_buckets timestamptz[];
     v_spans tstzrange[];
-    v_new_buckets timestamptz[];
+    v_new call_legs[];
     v_new_spans tstzrange[];
+    v_way text;
 BEGIN
     -- one refresher per account at a time: the next one sees what this one commits
     PERFORM pg_advisory_xact_lock(726356, p_account);
@@ -604,7 +909,7 @@ BEGIN
         INSERT INTO inbound_calls (__INBOUND_COLUMNS__)
 __INBOUND_ROWS__
     ), kept AS (
-        INSERT INTO call_legs (
+        INSERT INTO call_legs AS k (
             account_id, callid, link, call_id, role, direction, leg_start, call_start,
             bucket_start, talk_start, talk_end, type, original_callid, end_reason, duration,
             ring_time, connect_time, disconnect_time, dnis_user, ani_user, name_endpoint_dnis,
@@ -685,30 +990,47 @@ __INBOUND_ROWS__
                 ) j
             ) w
         ) r
-        RETURNING call_id, bucket_start, talk_start, talk_end
+        RETURNING k
     )
-    SELECT
-        (SELECT array_agg(DISTINCT kept.bucket_start) FROM kept
-            WHERE kept.bucket_start IS NOT NULL),
-        (SELECT array_agg(tstzrange(s.talk_start, s.talk_end))
-            FROM (
-                SELECT min(kept.talk_start) AS talk_start, max(kept.talk_end) AS talk_end
-                FROM kept
-                WHERE kept.talk_start IS NOT NULL
-                GROUP BY kept.call_id
-            ) s)
-    INTO v_new_buckets, v_new_spans;
+    SELECT array_agg(kept.k) INTO v_new FROM kept;
+    SELECT array_agg(tstzrange(s.talk_start, s.talk_end)) INTO v_new_spans
+    FROM (
+        SELECT min(n.talk_start) AS talk_start, max(n.talk_end) AS talk_end
+        FROM unnest(v_new) n
+        WHERE n.talk_start IS NOT NULL
+        GROUP BY n.call_id
+    ) s;
 
     -- every bucket those legs count in before or after
-    PERFORM cdr_rollup_buckets(
-        p_account,
-        v_tz,
-        ARRAY(
-            SELECT unnest(coalesce(v_buckets, '{}'))
-            UNION
-            SELECT unnest(coalesce(v_new_buckets, '{}'))
-        )
+    v_buckets := ARRAY(
+        SELECT unnest(coalesce(v_buckets, '{}'))
+        UNION
+        SELECT n.bucket_start FROM unnest(v_new) n WHERE n.bucket_start IS NOT NULL
     );
+    -- The rollups, by the cheaper of two exact ways: move them by the difference of those
+    -- calls' figures (a cost per leg re-kept), or recompute the buckets from all their legs
+    -- (a cost per leg in them, less than half the other's: bench/refresh.py). A rebuild
+    -- always recomputes: what was kept may be wrong. The setting cdr_etl.rollup_way
+    -- ('delta' or 'recompute') imposes one way, for tests and benchmarks.
+    v_way := current_setting('cdr_etl.rollup_way', true);
+    IF v_way IN ('delta', 'recompute') THEN
+        p_recompute := p_recompute OR v_way = 'recompute';
+    ELSIF NOT p_recompute THEN
+        SELECT coalesce(sum(r.legs), 0) < 2 * (
+            coalesce(cardinality(v_old), 0) + coalesce(cardinality(v_new), 0)
+        )
+        INTO p_recompute
+        FROM unnest(v_buckets) b(bucket_start)
+        CROSS JOIN LATERAL (
+            SELECT r.legs FROM rollup_5min r
+            WHERE r.account_id = p_account AND r.bucket_start = b.bucket_start
+        ) r;
+    END IF;
+    IF p_recompute THEN
+        PERFORM cdr_rollup_buckets(p_account, v_tz, v_buckets);
+    ELSE
+        PERFORM cdr_rollup_delta(p_account, v_tz, v_old, v_new);
+    END IF;
     -- concurrency: minus the calls' old talk spans, plus their new ones (exact: the old
     -- spans are the ones added when those legs were kept)
     PERFORM cdr_concurrency_add(p_account, v_spans, -1);
@@ -735,16 +1057,23 @@ $fn$""",
 0006, 0007, 0008): the load's, and the trigger function that deletes a deleted account's
 kept legs and inbound calls (those two tables have no foreign key: a check per row at load)."""
 
-_REFRESH = text("SELECT cdr_rollup_refresh(:account_id, :callids)").bindparams(
+_REFRESH = text("SELECT cdr_rollup_refresh(:account_id, :callids, :recompute)").bindparams(
     bindparam("callids", type_=ARRAY(Text))
 )
 
 
-def refresh(conn: Connection, account_id: int, callids: Sequence[str]) -> None:
+def refresh(
+    conn: Connection, account_id: int, callids: Sequence[str], *, recompute: bool = False
+) -> None:
     """Bring the kept data of these legs (and of their calls and hours) in step with
-    `cdrs`, in the caller's transaction."""
+    `cdrs`, in the caller's transaction. The rollups move by the difference of the calls'
+    figures; with `recompute`, every bucket they touch is recomputed from its legs instead
+    (a rebuild: what was kept may be wrong)."""
     if callids:
-        conn.execute(_REFRESH, {"account_id": account_id, "callids": list(callids)})
+        conn.execute(
+            _REFRESH,
+            {"account_id": account_id, "callids": list(callids), "recompute": recompute},
+        )
 
 
 @dataclass
@@ -887,13 +1216,14 @@ def rebuild(
     while day <= last:
         with engine.begin() as conn:
             callids = list(conn.execute(_DAY_CALLIDS, {"a": account_id, "d": day}).scalars())
-            refresh(conn, account_id, callids)
+            refresh(conn, account_id, callids, recompute=True)
             day += timedelta(days=1)
             conn.execute(_SAVE, {"a": account_id, "d": day})
         done += 1
         on_progress(RebuildProgress(account, done, total))
     with engine.begin() as conn:
-        refresh(conn, account_id, list(conn.execute(_UNTIMED_CALLIDS, {"a": account_id}).scalars()))
+        untimed = list(conn.execute(_UNTIMED_CALLIDS, {"a": account_id}).scalars())
+        refresh(conn, account_id, untimed, recompute=True)
         conn.execute(_LOCK, {"a": account_id})
         conn.execute(_TOTALS, {"a": account_id})  # recount: the refreshes above added nothing new
         conn.execute(_CONCURRENCY, {"a": account_id})  # every minute again, from call_legs
