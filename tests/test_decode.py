@@ -165,9 +165,13 @@ def test_json_error_forms_are_errors(body: bytes, kind: type[SourceError]) -> No
 
 @pytest.mark.parametrize("message", ["No records found", "no data", "No hay registros."])
 def test_a_message_saying_exactly_no_records_is_no_rows(message: str) -> None:
-    """A lone message that says exactly "no records" is no rows, as text or JSON message."""
+    """A lone message that says exactly "no records" is no rows, as text, JSON message or
+    the whole message of an error object; an error saying more is still an error."""
     assert decode(orjson.dumps({"message": message}), None, "json") == []
     assert decode(message.encode(), None, "json") == []
+    assert decode(orjson.dumps({"error": message}), None, "json") == []
+    assert decode(orjson.dumps({"status": "error", "message": message}), None, "json") == []
+    assert type(raises(orjson.dumps({"error": f"{message}: invalid date"}))) is ErrorMessage
 
 
 @pytest.mark.parametrize(

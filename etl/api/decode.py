@@ -22,7 +22,8 @@ HTML
     a message.
 
 A body that says exactly "no records" (no records/data/rows found, no hay registros,
-sin datos, ...), as plain text or as a lone JSON `message`, is no rows: it is not an error.
+sin datos, ...), as plain text, as a lone JSON `message`, or as the whole message of an
+error object (`{"error": "No records found"}`), is no rows: it is not an error.
 
 Messages (an HTTP 200 whose body is not data; in csv/html also a table whose only column
 is `error`/`message`), classified in this order:
@@ -256,7 +257,10 @@ def _object_records(value: dict[str, Any]) -> list[dict[str, Any]]:
         or (isinstance(status, str) and status.strip().lower() in _ERROR_STATUS)
         or value.get("success") is False
     ):
-        raise classify_message(_message_of(value))
+        message = _message_of(value)
+        if _NO_DATA.fullmatch(message):  # {"error": "No records found"} is no rows
+            return []
+        raise classify_message(message)
     for key in _ENVELOPE_KEYS:
         if key in value:
             inner = value[key]
