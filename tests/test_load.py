@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, select
 
+from etl.api.decode import decode
 from etl.config import AccountConfig
 from etl.db.accounts import upsert_accounts
 from etl.db.load import load_page
@@ -153,3 +154,31 @@ def test_concurrent_overlapping_loads_neither_deadlock_nor_double(engine: Engine
     assert errors == []
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(cdrs)) == 900
+
+
+def test_integers_beyond_64_bits_are_stored_exact(engine: Engine) -> None:
+    """A body holding integers orjson cannot write back (beyond 64 bits: the decoder keeps
+    them exact) is stored whole, by both the COPY and the upsert path, not a failed page."""
+    huge, other = 2**70 + 1, 2**64
+    body = (
+        b'[{"callid": %d, "type": "incoming", "detect_time": "2024-03-01 10:00:00", '
+        b'"duration": 7, "sequence": %d}]' % (huge, other)
+    )
+    (raw,) = decode(body, "application/json", "json")
+    account_id = account(engine)
+    for duration in (7, 8):  # a new row, then an update of it
+        raw["duration"] = duration
+        row = normalize(raw, TZ)
+        assert isinstance(row, Cdr)
+        with engine.begin() as conn:
+            load_page(conn, account_id, [row])
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(
+                cdrs.c.callid,
+                cdrs.c.duration,
+                cdrs.c.raw["callid"].astext,
+                cdrs.c.raw["sequence"].astext,
+            )  # fmt: skip
+        ).one()
+    assert tuple(stored) == (str(huge), 8, str(huge), str(other))

@@ -23,6 +23,7 @@ beside the daemon) take row locks in the same order and do not deadlock.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -214,7 +215,17 @@ def _copy(
         copy.set_types(_COPY_TYPES)
         write = copy.write_row
         for row in rows:
-            write((account_id, *row[:-2], wire + dumps(row[-2]), row[-1], fetched_at))
+            try:
+                raw = dumps(row[-2])
+            except TypeError:  # an integer beyond 64 bits, kept exact by the decoder
+                raw = _exact_dumps(row[-2])
+            write((account_id, *row[:-2], wire + raw, row[-1], fetched_at))
+
+
+def _exact_dumps(raw: dict[str, Any]) -> bytes:
+    """The record as JSON by the standard library, which writes integers of any size
+    (jsonb holds them as numeric), for the records orjson refuses."""
+    return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _prepare_staging(conn: Connection) -> None:
