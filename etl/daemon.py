@@ -30,6 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from etl.config import AccountConfig, Settings
 from etl.errors import ConfigError
@@ -236,6 +237,7 @@ class Daemon:
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         server = self.serve_health()
         try:
+            self._seed_metrics()
             self.scheduler.start()
             names = ", ".join(account.name for account, _ in self.sources)
             log.info("daemon started: %d account(s): %s", len(self.sources), names)
@@ -246,6 +248,14 @@ class Daemon:
             server.server_close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _seed_metrics(self) -> None:
+        """The last successes the database remembers; a database down at start only leaves
+        them unknown until each account's next success."""
+        try:
+            self.metrics.seed_last_success(self.engine, [a.name for a, _ in self.sources])
+        except DBAPIError as exc:
+            log.warning("last successes not read at start: %s", type(exc.orig).__name__)
 
     def shutdown(self) -> int:
         self.stop.set()

@@ -151,7 +151,9 @@ def summary_lines(report: DemoReport, url: str) -> list[Any]:
         "  cdr-etl status     each pass's watermark and lag, the last run, rows, rejects",
         "  cdr-etl check      is a set-up sound: database, API, credentials, clock",
         "  cdr-etl --help     every command; README.md for configuration and deployment",
-        "  dashboards         docker compose --profile sim --profile grafana up -d, then",
-        "                     http://127.0.0.1:3000 (deploy/grafana: sync health, calls)",
+        "  dashboards         docker compose --profile sim --profile grafana up -d "
+        "sim daemon-sim grafana",
+        "                     then http://127.0.0.1:3000 (deploy/grafana: sync health, calls;",
+        "                     the simulated daemon's account is `sim`)",
     ]
     return lines

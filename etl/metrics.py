@@ -7,9 +7,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from etl.db.models import accounts, watermarks
+from etl.db.models import accounts, runs, watermarks
 from etl.run import AccountResult
 from etl.windows import wall_clock
 
@@ -82,6 +82,21 @@ class Metrics:
         self.runs.labels(account, result.kind, result.status).inc()
         if result.status == "ok":
             self.last_success.labels(account, result.kind).set(now.timestamp())
+
+    def seed_last_success(self, engine: Engine, names: list[str]) -> None:
+        """Each account's last successful run of each kind, as the runs table says, so that
+        a restarted daemon does not forget how long an account has gone without one."""
+        last = func.max(runs.c.finished_at)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(accounts.c.name, runs.c.kind, last)
+                .join(runs, runs.c.account_id == accounts.c.id)
+                .where(accounts.c.name.in_(names), runs.c.status == "ok")
+                .group_by(accounts.c.name, runs.c.kind)
+            ).all()
+        for name, kind, finished in rows:
+            if finished is not None:
+                self.last_success.labels(name, kind).set(finished.timestamp())
 
     def record_live(self, account: str, ringing: int, talking: int) -> None:
         self.live.labels(account, "ringing").set(ringing)

@@ -3,6 +3,7 @@ and the Dockerfile agree with the code: commands exist, variables are known, por
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from etl.cli import cli
-from etl.config import KNOWN_ENV, DaemonSettings
+from etl.config import KNOWN_ENV, DaemonSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -165,3 +166,35 @@ def test_dockerfile_is_pinned_slim_non_root_and_runtime_only() -> None:
     assert "--extra" not in text
     assert f"EXPOSE {DaemonSettings().port}" in text
     assert "/healthz" in text
+
+
+def test_the_simulated_daemon_keeps_its_own_account(services: dict[str, Any]) -> None:
+    """The `sim` profile's daemon reads the mounted deploy/sim/cdr-etl.toml: one account,
+    not named `default` (the real daemon's, from CDR_ETL_USERNAME), with the simulator's
+    password from its environment; so both daemons can share the database unmixed."""
+    service = services["daemon-sim"]
+    env = {k: str(v) for k, v in service["environment"].items()}
+    assert not {"CDR_ETL_USERNAME", "CDR_ETL_PASSWORD", "CDR_ETL_PASSWORD_FILE"} & set(env)
+    mounts = dict(volume.split(":")[:2] for volume in service["volumes"])
+    host = {inside: outside for outside, inside in mounts.items()}[env["CDR_ETL_CONFIG"]]
+    settings = load_settings({**env, "CDR_ETL_CONFIG": str(ROOT / host)})
+    ((name, account),) = ((a.name, a) for a in settings.accounts)
+    assert name == "sim"  # never the real daemon's `default`
+    assert account.password_env in env  # the simulator's password, set beside the file
+    real = load_settings({"CDR_ETL_USERNAME": "7000001", "CDR_ETL_PASSWORD": "x"})
+    assert [a.name for a in real.accounts] == ["default"]
+
+
+def test_the_documented_compose_commands_name_the_simulated_services() -> None:
+    """A bare `up` with the `sim` profile would start the real daemon too: every documented
+    command that turns the profile on names the services it wants."""
+    texts = {p: p.read_text() for p in (ROOT / "README.md", COMPOSE)}
+    demo = ast.parse((ROOT / "etl" / "demo.py").read_text())  # its strings, joined as run
+    texts[ROOT / "etl" / "demo.py"] = "\n".join(
+        node.value
+        for node in ast.walk(demo)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    )
+    for path, text in texts.items():
+        for line in re.findall(r"docker compose --profile sim[^\n`]*", text):
+            assert "daemon-sim" in line, f"{path.name}: {line}"

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 
 from etl.backfill import backfill_account
+from etl.config import AccountConfig
+from etl.db.accounts import upsert_accounts
+from etl.db.models import runs
 from etl.live import snapshot_live
 from etl.metrics import Metrics
 from tests.simworld import local, utc, world
@@ -50,8 +53,8 @@ def test_every_alert_names_exported_metrics_and_explains_itself() -> None:
     rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {
         "CdrEtlDaemonDown", "CdrEtlLagBeyondPasses", "CdrEtlRunsFailing",
-        "CdrEtlAuthenticationRefused", "CdrEtlNoSuccessfulSync", "CdrEtlLivePollingFailing",
-        "CdrEtlRejectsRising",
+        "CdrEtlAuthenticationRefused", "CdrEtlNoSuccessfulSync", "CdrEtlNeverSynced",
+        "CdrEtlLivePollingFailing", "CdrEtlRejectsRising",
     }  # fmt: skip
     known = exported()
     for rule in rules:
@@ -139,3 +142,36 @@ def test_the_calls_dashboard_reads_the_kept_figures_only() -> None:
         assert re.search(rf"\b{needed}\b", sql), needed
     for slow in ("cdrs", "v_inbound_calls", "v_call_legs"):
         assert not re.search(rf"\bFROM {slow}\b", sql), slow
+
+
+def test_a_started_daemon_remembers_the_last_successes(engine: Engine) -> None:
+    """The last-success gauge starts from the runs table (the newest ok run per account and
+    kind), so a restart does not hide how long an account has gone without a sync; an
+    account that never succeeded has none (CdrEtlNeverSynced watches for that)."""
+    ids = upsert_accounts(
+        engine, [AccountConfig(name=n, username="8569841") for n in ("old", "never", "other")]
+    )
+    done = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(runs),
+            [
+                {"run_id": "r1", "account_id": ids["old"], "kind": "sync", "status": "ok",
+                 "finished_at": done - timedelta(hours=5)},
+                {"run_id": "r2", "account_id": ids["old"], "kind": "sync", "status": "ok",
+                 "finished_at": done},
+                {"run_id": "r3", "account_id": ids["old"], "kind": "sync", "status": "failed",
+                 "finished_at": done + timedelta(hours=1)},
+                {"run_id": "r4", "account_id": ids["never"], "kind": "sync", "status": "failed",
+                 "finished_at": done},
+                {"run_id": "r5", "account_id": ids["other"], "kind": "sync", "status": "ok",
+                 "finished_at": done},
+            ],
+        )  # fmt: skip
+    metrics = Metrics()
+    metrics.seed_last_success(engine, ["old", "never"])
+    value = metrics.registry.get_sample_value
+    name = "cdr_etl_last_success_timestamp_seconds"
+    assert value(name, {"account": "old", "kind": "sync"}) == done.timestamp()
+    assert value(name, {"account": "never", "kind": "sync"}) is None
+    assert value(name, {"account": "other", "kind": "sync"}) is None  # not this daemon's
