@@ -383,11 +383,17 @@ def sync(app: App, names: tuple[str, ...]) -> int:
     from etl.windows import utc_now
 
     _print_summaries_here(app)
+    from etl.db.engine import engine_from_settings
 
+    # a lock and a load connection per account in flight (as the daemon's pool): a smaller
+    # pool would leave every worker holding its lock and waiting for a second connection
+    workers = max(1, min(app.settings.sync.concurrency, len(app.settings.accounts)))
+    if app._engine is None:
+        app._engine = engine_from_settings(app.settings, pool_size=2 * workers + 1)
     with _client(app) as client:
         sources = _sources(app, client, names)
         run_id, now = _run_id(), utc_now()
-        with ThreadPoolExecutor(min(app.settings.sync.concurrency, len(sources))) as pool:
+        with ThreadPoolExecutor(max(1, min(workers, len(sources)))) as pool:
             results = list(
                 pool.map(
                     lambda pair: sync_account(

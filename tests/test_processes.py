@@ -337,3 +337,32 @@ def test_database_restart_mid_run_then_next_run_is_exact(
         pgdata = tmp_path / "restart" / "pgdata"
         if (pgdata / "postmaster.pid").exists():
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+
+
+def test_a_sync_of_more_accounts_than_connections_at_once(
+    engine: Engine, db_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """`sync.concurrency` 20 over 20 accounts: each account in flight holds its lock
+    connection and needs a load connection, so the command's pool is sized for both (a
+    fixed pool of 16 left every worker waiting for a second connection until they failed)."""
+    config = tmp_path / "cdr-etl.toml"
+    config.write_text(
+        "[sync]\nconcurrency = 20\n\n"
+        + "".join(
+            f'[[accounts]]\nname = "a{n:02d}"\nusername = "{USERNAME}"\n'
+            f'password_env = "SIM_PASSWORD"\ntimezone = "{TZ}"\n\n'
+            for n in range(20)
+        )
+    )
+    env = cli_env(db_url, sim, tmp_path, CDR_ETL_CONFIG=str(config), SIM_PASSWORD=PASSWORD)
+    for name in ("CDR_ETL_USERNAME", "CDR_ETL_PASSWORD", "CDR_ETL_TIMEZONE"):
+        del env[name]
+    env["CDR_ETL_SYNC_INITIAL_LOOKBACK"] = "20m"
+    migrate(env)
+    sync = cdr_etl("sync", env=env)
+    out, err = sync.communicate(timeout=120)
+    assert sync.returncode == 0, err[-2000:]
+    assert out.count(": ok in ") == 20, out
+    with engine.connect() as conn:  # each pass of each account moved (rows or not: night)
+        moved = conn.scalar(select(func.count()).select_from(watermarks))
+    assert moved == 20 * 3
