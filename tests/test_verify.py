@@ -3,7 +3,7 @@ the database lacks or holds stale, repairs it on request, and leaves an audit tr
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -15,6 +15,7 @@ from etl.db.models import cdrs, rejects, runs
 from etl.db.state import account_lock
 from etl.normalize import content_hash
 from etl.verify import VerifyResult, verify_account
+from etl.windows import wall_clock
 from tests.simworld import PASSWORD, USERNAME, World, utc, world
 
 START = utc(2024, 6, 3, 12, 0, 0)
@@ -131,8 +132,11 @@ def test_extra_rows_are_reported_never_deleted(engine: Engine) -> None:
     with world(engine, now=START) as w:
         synced(w)
         with engine.begin() as conn:
-            model = conn.execute(select(cdrs).where(cdrs.c.account_id == w.account_id).limit(1))
-            row = dict(model.one()._mapping)
+            ours = select(cdrs).where(cdrs.c.account_id == w.account_id)
+            half = (conn.scalar(select(func.count()).select_from(ours.subquery())) or 0) // 2
+            middle = conn.execute(ours.order_by(cdrs.c.detect_time).offset(half)).first()
+            assert middle is not None
+            row = dict(middle._mapping)
             raw = {**row["raw"], "callid": "not-served-1"}
             row.update(
                 callid="not-served-1",
@@ -200,3 +204,43 @@ def test_records_that_do_not_normalize_are_counted(
         with engine.connect() as conn:
             kept = conn.scalar(select(func.count()).select_from(rejects))
         assert kept == (1 if repair else 0)
+
+
+def test_a_call_ended_before_the_24_hours_is_not_extra(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider may count its 24 hours on another time than detect_time: a long call
+    detected 25 h ago and ended inside them is served, while a short call detected after it
+    but ended before them is stored and not served. It is not extra (the first hour of the
+    24 is not in scope); the same row an hour later would be."""
+    with world(engine, now=START) as w:
+        synced(w)
+        now = w.clock()
+        with engine.begin() as conn:
+            model = conn.execute(select(cdrs).where(cdrs.c.account_id == w.account_id)).first()
+            assert model is not None
+            row = dict(model._mapping)
+
+        def stored_at(callid: str, detected: datetime) -> dict[str, Any]:
+            raw = {**row["raw"], "callid": callid}
+            return {**row, "callid": callid, "raw": raw, "content_hash": content_hash(raw),
+                    "detect_time": detected}  # fmt: skip
+
+        long_call = stored_at("long-call", now - timedelta(hours=25))
+        with engine.begin() as conn:
+            conn.execute(
+                insert(cdrs),
+                [stored_at("short-call", now - timedelta(hours=24, minutes=-20)),
+                 stored_at("inside", now - timedelta(hours=22))],
+            )  # fmt: skip
+        real = w.client().fetch_recent
+
+        def with_long_call(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            served = long_call["raw"] | {
+                "detect_time": f"{wall_clock(now - timedelta(hours=25), w.tz):%Y-%m-%d %H:%M:%S}",
+            }
+            return [*real(*args, **kwargs), served]
+
+        monkeypatch.setattr(w.client(), "fetch_recent", with_long_call)
+        found = verify(w)
+        assert found.extra == ["inside"]
