@@ -387,7 +387,8 @@ def sync(app: App, names: tuple[str, ...]) -> int:
 
     # a lock and a load connection per account in flight (as the daemon's pool): a smaller
     # pool would leave every worker holding its lock and waiting for a second connection
-    workers = max(1, min(app.settings.sync.concurrency, len(app.settings.accounts)))
+    chosen = app.settings.select_accounts(names)  # an unknown name fails before any start
+    workers = max(1, min(app.settings.sync.concurrency, len(chosen)))
     if app._engine is None:
         app._engine = engine_from_settings(app.settings, pool_size=2 * workers + 1)
     with _client(app) as client:

@@ -169,7 +169,7 @@ def test_dockerfile_is_pinned_slim_non_root_and_runtime_only() -> None:
 
 
 def test_the_simulated_daemon_keeps_its_own_account(services: dict[str, Any]) -> None:
-    """The `sim` profile's daemon reads the mounted deploy/sim/cdr-etl.toml: one account,
+    """The `sim` profile's daemon reads the mounted deploy/sim/sim.toml: one account,
     not named `default` (the real daemon's, from CDR_ETL_USERNAME), with the simulator's
     password from its environment; so both daemons can share the database unmixed."""
     service = services["daemon-sim"]
