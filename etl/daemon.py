@@ -75,6 +75,7 @@ class Daemon:
         self.sources = sources
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self._seeded = False  # the last successes read from the database
         self.stop = stop or threading.Event()
         # Syncs and verifies share `sync.concurrency` workers; live snapshots (quick) have
         # their own few, so a long catch-up never starves them.
@@ -147,6 +148,8 @@ class Daemon:
             result.error_kind = error_kind(exc)
             with log_context(account=account.name, run_id=run_id):
                 log.error("sync %s: failed: %s", account.name, result.error)
+        if not self._seeded:  # the database was down at start: the next run tries again
+            self._seed_metrics()
         self.metrics.record_run(result, now)
         try:
             self.metrics.update_lag(self.engine, self.clock())
@@ -250,12 +253,14 @@ class Daemon:
                 signal.signal(sig, handler)
 
     def _seed_metrics(self) -> None:
-        """The last successes the database remembers; a database down at start only leaves
-        them unknown until each account's next success."""
+        """The last successes the database remembers, read at start (or, if the database
+        was down then, after the next run)."""
         try:
             self.metrics.seed_last_success(self.engine, [a.name for a, _ in self.sources])
         except DBAPIError as exc:
-            log.warning("last successes not read at start: %s", type(exc.orig).__name__)
+            log.warning("last successes not read: %s", type(exc.orig).__name__)
+        else:
+            self._seeded = True
 
     def shutdown(self) -> int:
         self.stop.set()

@@ -18,7 +18,7 @@ import importlib.util
 import random
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -228,6 +228,50 @@ def test_pages_in_any_order_and_later_updates_keep_rollups_equal_to_recomputatio
     load_pages(engine, ids["ny"], cdrs_of(updated(ny, rng), NY), 23)  # the upsert path
     load_pages(engine, ids["cr"], cdrs_of(updated(cr, rng), CR), 1000)
     assert_kept_equals_recomputed(engine)
+
+
+LORD_HOWE = "Australia/Lord_Howe"  # DST moves the clock by half an hour
+
+
+def test_half_hour_dst_hours_count_each_bucket_once(engine: Engine) -> None:
+    """On Lord Howe's fall-back night a local hour holds 30, 60 or 90 minutes of buckets
+    and may start on a UTC half hour (01:30 local repeats at 15:00 UTC, reachable by a time
+    that carries its offset): each 5-minute bucket counts in its own hour only, for the
+    figures per day and endpoint and for the latest names."""
+    (account,) = upsert_accounts(
+        engine, [AccountConfig(name="lh", username="7000002", timezone=LORD_HOWE)]
+    ).values()
+    starts = [
+        "2024-04-07 00:50:00",  # 13:50 UTC
+        "2024-04-07 01:10:00",  # 14:10 UTC: the hour from 14:00 UTC (01:00 at +11:00)
+        "2024-04-07 01:40:00",  # 14:40 UTC, the same hour
+        "2024-04-06T15:10:00Z",  # 01:40 again (+10:30): the hour from 14:30 UTC
+        "2024-04-07 02:20:00",  # 15:50 UTC: the hour from 15:30 UTC
+    ]
+    legs = [
+        {"callid": f"lh{n}", "type": "outgoing", "ref_callid": "0", "ani_user": "300",
+         "name_endpoint_ani": f"Name {n}", "dnis": "82103684", "detect_time": start,
+         "disconnect_time": start, "duration": n, "end_reason": "OK"}
+        for n, start in enumerate(starts)
+    ]  # fmt: skip
+    load_pages(engine, account, cdrs_of(legs, LORD_HOWE), 2)
+    load_pages(engine, account, cdrs_of([{**legs[2], "duration": 9}], LORD_HOWE), 2)
+    nameless = {**legs[3], "name_endpoint_ani": None}  # its hour's name is counted again
+    load_pages(engine, account, cdrs_of([nameless], LORD_HOWE), 2)
+    with engine.connect() as conn:
+        assert_rollup_tables_recomputed(conn)
+        hours = conn.execute(
+            text(
+                "SELECT to_char(hour_start AT TIME ZONE 'UTC', 'HH24:MI'), legs, endpoint_name, "
+                "talk_seconds FROM rollup_endpoint_hourly ORDER BY hour_start"
+            )
+        ).all()
+        daily = conn.execute(text("SELECT day, legs FROM v_daily_endpoint")).all()
+    assert [tuple(h) for h in hours] == [
+        ("13:00", 1, "Name 0", 0), ("14:00", 2, "Name 2", 1 + 9), ("14:30", 1, None, 3),
+        ("15:30", 1, "Name 4", 4),
+    ]  # fmt: skip
+    assert [tuple(d) for d in daily] == [(date(2024, 4, 7), 5)]
 
 
 def test_pages_in_the_providers_order_cut_through_calls(engine: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
@@ -10,6 +11,8 @@ from sqlalchemy.exc import ArgumentError
 from etl.config import Settings
 from etl.db.url import database_password, embedded_url, stop_embedded
 from etl.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "database_url",
@@ -50,8 +53,16 @@ def make_engine(url: str, *, pool_size: int = 8, application_name: str = "cdr-et
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET TIME ZONE 'UTC'")
         dbapi_connection.commit()
+        dbapi_connection.add_notice_handler(_log_server_warning)
 
     return engine
+
+
+def _log_server_warning(diagnostic: Any) -> None:
+    """A WARNING the server sends (the kept data's functions say so when kept rows no
+    longer match their calls) goes to our log; lesser notices do not."""
+    if diagnostic.severity_nonlocalized == "WARNING":
+        log.warning("database: %s", diagnostic.message_primary)
 
 
 def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:

@@ -49,8 +49,10 @@ stores the page, in the page's transaction. The server-side function
    leg in them, less than half the other's per leg: a page of a sparse bucket). Every
    figure is a sum, so the difference is exact; an endpoint's latest name is not, so it
    is counted again from the rows under it when the leg that gave it is taken out and not
-   put back as it was. A figure that would go below zero (kept rows edited by hand, a
-   bug) fails the page with a message that names `cdr-etl rollup --rebuild`;
+   put back as it was. Where the difference would take a figure below zero (kept rows
+   that no longer match: edited by hand, kept under another timezone or threshold until a
+   rebuild runs, a bug), it is undone and the buckets are recomputed instead, with a
+   server WARNING that names `cdr-etl rollup --rebuild` (the engine logs it);
 5. takes each recomputed call's old talk span (from the `call_legs` rows it replaced) out
    of `concurrency_minute` and puts its new one in (`cdr_concurrency_add`, -1 / +1 per
    minute): exact, since the old span is precisely the one added when it was kept;
@@ -374,7 +376,8 @@ _NAME_FROM_LEGS = """SELECT {name}, k.leg_start, k.callid
 _NAME_FROM_BUCKETS = """SELECT e.endpoint_name, e.name_at, e.name_callid
                 FROM rollup_endpoint_5min e
                 WHERE m.renamed AND e.account_id = p_account AND e.bucket_start >= m.key
-                    AND e.bucket_start < m.key + interval '1 hour'
+                    AND e.bucket_start < m.key + interval '90 minutes'
+                    AND date_trunc('hour', e.bucket_start, p_tz) = m.key
                     AND e.endpoint IS NOT DISTINCT FROM m.endpoint
                     AND e.endpoint_name IS NOT NULL
                 ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC
@@ -418,7 +421,7 @@ _ENDPOINT_DELTA = """    WITH o AS ({old}
         ) e
         GROUP BY e.key, e.endpoint
     ), m AS MATERIALIZED (
-        -- each key's kept row, if any: one index probe per key
+        -- each key's kept row, if any: one index range (the bucket's or hour's rows) per key
         SELECT
             d.*,
             w.endpoint_name,
@@ -476,8 +479,8 @@ _ENDPOINT_DELTA = """    WITH o AS ({old}
     INTO v_bad
     FROM kept;
     IF v_bad THEN
-        RAISE EXCEPTION '{table} of account % would go negative: run cdr-etl rollup --rebuild',
-            p_account;
+        RAISE EXCEPTION '{table} of account % would go negative', p_account
+            USING ERRCODE = 'CE001';
     END IF;"""
 
 
@@ -533,7 +536,8 @@ BEGIN
     -- The legs of some calls as they were kept (p_old) and as they are kept now (p_new):
     -- whole calls (every leg sharing a link with them), so each rollup moves by the
     -- difference of their figures, exactly, reading no other leg. A figure that would go
-    -- below zero means the kept data no longer matches call_legs: never silently wrong.
+    -- below zero means the kept rows no longer match call_legs: the error (CE001) makes
+    -- cdr_rollup_refresh undo this and recompute the buckets instead.
     SELECT service_level_seconds INTO v_sl FROM rollup_settings;
     WITH legs AS MATERIALIZED (
         SELECT -1 AS sign, o.* FROM unnest(p_old) o WHERE o.bucket_start IS NOT NULL
@@ -560,8 +564,8 @@ __ADD_FIGURES__
     INTO v_empty, v_bad
     FROM kept;
     IF v_bad THEN
-        RAISE EXCEPTION 'rollup_5min of account % would go negative: run cdr-etl rollup --rebuild',
-            p_account;
+        RAISE EXCEPTION 'rollup_5min of account % would go negative', p_account
+            USING ERRCODE = 'CE001';
     END IF;
     DELETE FROM rollup_5min
     WHERE account_id = p_account AND bucket_start = ANY(coalesce(v_empty, '{}'));
@@ -706,7 +710,10 @@ __BUCKET_FIGURES__
     JOIN rollup_endpoint_5min e
         ON e.account_id = p_account
         AND e.bucket_start >= h.hour_start
-        AND e.bucket_start < h.hour_start + interval '1 hour'
+        -- a local hour's buckets lie within 90 minutes of its start (Lord Howe's DST moves
+        -- by half an hour): the range bounds the index scan, the key picks the hour's
+        AND e.bucket_start < h.hour_start + interval '90 minutes'
+        AND date_trunc('hour', e.bucket_start, p_tz) = h.hour_start
     GROUP BY h.hour_start, e.endpoint;
 END
 $fn$""".replace("__ROLLUP_COLUMNS__", _ROLLUP_COLUMNS)
@@ -1026,10 +1033,20 @@ __INBOUND_ROWS__
             WHERE r.account_id = p_account AND r.bucket_start = b.bucket_start
         ) r;
     END IF;
+    IF NOT p_recompute THEN
+        BEGIN
+            PERFORM cdr_rollup_delta(p_account, v_tz, v_old, v_new);
+        EXCEPTION WHEN SQLSTATE 'CE001' THEN
+            -- what was kept does not match the calls (a rebuild pending after a change of
+            -- timezone or threshold, a hand edit): the difference is undone, and the
+            -- buckets recomputed, as exact as ever for them
+            RAISE WARNING '% (kept rows that no longer match call_legs): its buckets are '
+                'recomputed; run cdr-etl rollup --rebuild', SQLERRM;
+            p_recompute := true;
+        END;
+    END IF;
     IF p_recompute THEN
         PERFORM cdr_rollup_buckets(p_account, v_tz, v_buckets);
-    ELSE
-        PERFORM cdr_rollup_delta(p_account, v_tz, v_old, v_new);
     END IF;
     -- concurrency: minus the calls' old talk spans, plus their new ones (exact: the old
     -- spans are the ones added when those legs were kept)
@@ -1054,7 +1071,7 @@ END
 $fn$""",
 )
 """The server-side functions of the kept data (frozen into the revisions as applied: 0005,
-0006, 0007, 0008): the load's, and the trigger function that deletes a deleted account's
+0006, 0007, 0008, 0009): the load's, and the trigger function that deletes a deleted account's
 kept legs and inbound calls (those two tables have no foreign key: a check per row at load)."""
 
 _REFRESH = text("SELECT cdr_rollup_refresh(:account_id, :callids, :recompute)").bindparams(

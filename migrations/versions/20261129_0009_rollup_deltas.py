@@ -266,7 +266,10 @@ BEGIN
     JOIN rollup_endpoint_5min e
         ON e.account_id = p_account
         AND e.bucket_start >= h.hour_start
-        AND e.bucket_start < h.hour_start + interval '1 hour'
+        -- a local hour's buckets lie within 90 minutes of its start (Lord Howe's DST moves
+        -- by half an hour): the range bounds the index scan, the key picks the hour's
+        AND e.bucket_start < h.hour_start + interval '90 minutes'
+        AND date_trunc('hour', e.bucket_start, p_tz) = h.hour_start
     GROUP BY h.hour_start, e.endpoint;
 END
 $fn$"""
@@ -284,7 +287,8 @@ BEGIN
     -- The legs of some calls as they were kept (p_old) and as they are kept now (p_new):
     -- whole calls (every leg sharing a link with them), so each rollup moves by the
     -- difference of their figures, exactly, reading no other leg. A figure that would go
-    -- below zero means the kept data no longer matches call_legs: never silently wrong.
+    -- below zero means the kept rows no longer match call_legs: the error (CE001) makes
+    -- cdr_rollup_refresh undo this and recompute the buckets instead.
     SELECT service_level_seconds INTO v_sl FROM rollup_settings;
     WITH legs AS MATERIALIZED (
         SELECT -1 AS sign, o.* FROM unnest(p_old) o WHERE o.bucket_start IS NOT NULL
@@ -463,8 +467,8 @@ BEGIN
     INTO v_empty, v_bad
     FROM kept;
     IF v_bad THEN
-        RAISE EXCEPTION 'rollup_5min of account % would go negative: run cdr-etl rollup --rebuild',
-            p_account;
+        RAISE EXCEPTION 'rollup_5min of account % would go negative', p_account
+            USING ERRCODE = 'CE001';
     END IF;
     DELETE FROM rollup_5min
     WHERE account_id = p_account AND bucket_start = ANY(coalesce(v_empty, '{}'));
@@ -511,7 +515,7 @@ BEGIN
         ) e
         GROUP BY e.key, e.endpoint
     ), m AS MATERIALIZED (
-        -- each key's kept row, if any: one index probe per key
+        -- each key's kept row, if any: one index range (the bucket's or hour's rows) per key
         SELECT
             d.*,
             w.endpoint_name,
@@ -579,8 +583,8 @@ BEGIN
     INTO v_bad
     FROM kept;
     IF v_bad THEN
-        RAISE EXCEPTION 'rollup_endpoint_5min of account % would go negative: run cdr-etl rollup --rebuild',
-            p_account;
+        RAISE EXCEPTION 'rollup_endpoint_5min of account % would go negative', p_account
+            USING ERRCODE = 'CE001';
     END IF;
     -- per local hour and endpoint (after the 5-minute rows: a name may be counted
     -- again from them)
@@ -626,7 +630,7 @@ BEGIN
         ) e
         GROUP BY e.key, e.endpoint
     ), m AS MATERIALIZED (
-        -- each key's kept row, if any: one index probe per key
+        -- each key's kept row, if any: one index range (the bucket's or hour's rows) per key
         SELECT
             d.*,
             w.endpoint_name,
@@ -679,7 +683,8 @@ BEGIN
                 (SELECT e.endpoint_name, e.name_at, e.name_callid
                 FROM rollup_endpoint_5min e
                 WHERE m.renamed AND e.account_id = p_account AND e.bucket_start >= m.key
-                    AND e.bucket_start < m.key + interval '1 hour'
+                    AND e.bucket_start < m.key + interval '90 minutes'
+                    AND date_trunc('hour', e.bucket_start, p_tz) = m.key
                     AND e.endpoint IS NOT DISTINCT FROM m.endpoint
                     AND e.endpoint_name IS NOT NULL
                 ORDER BY e.name_at DESC NULLS LAST, e.name_callid DESC
@@ -696,8 +701,8 @@ BEGIN
     INTO v_bad
     FROM kept;
     IF v_bad THEN
-        RAISE EXCEPTION 'rollup_endpoint_hourly of account % would go negative: run cdr-etl rollup --rebuild',
-            p_account;
+        RAISE EXCEPTION 'rollup_endpoint_hourly of account % would go negative', p_account
+            USING ERRCODE = 'CE001';
     END IF;
 END
 $fn$"""
@@ -1037,10 +1042,20 @@ FROM (
             WHERE r.account_id = p_account AND r.bucket_start = b.bucket_start
         ) r;
     END IF;
+    IF NOT p_recompute THEN
+        BEGIN
+            PERFORM cdr_rollup_delta(p_account, v_tz, v_old, v_new);
+        EXCEPTION WHEN SQLSTATE 'CE001' THEN
+            -- what was kept does not match the calls (a rebuild pending after a change of
+            -- timezone or threshold, a hand edit): the difference is undone, and the
+            -- buckets recomputed, as exact as ever for them
+            RAISE WARNING '% (kept rows that no longer match call_legs): its buckets are '
+                'recomputed; run cdr-etl rollup --rebuild', SQLERRM;
+            p_recompute := true;
+        END;
+    END IF;
     IF p_recompute THEN
         PERFORM cdr_rollup_buckets(p_account, v_tz, v_buckets);
-    ELSE
-        PERFORM cdr_rollup_delta(p_account, v_tz, v_old, v_new);
     END IF;
     -- concurrency: minus the calls' old talk spans, plus their new ones (exact: the old
     -- spans are the ones added when those legs were kept)
