@@ -379,12 +379,11 @@ def sync(app: App, names: tuple[str, ...]) -> int:
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from etl.db.engine import engine_from_settings
     from etl.sync import sync_account
     from etl.windows import utc_now
 
     _print_summaries_here(app)
-    from etl.db.engine import engine_from_settings
-
     # a lock and a load connection per account in flight (as the daemon's pool): a smaller
     # pool would leave every worker holding its lock and waiting for a second connection
     chosen = app.settings.select_accounts(names)  # an unknown name fails before any start
