@@ -585,12 +585,12 @@ def daemon(app: App) -> int:
     import threading
 
     from etl.daemon import Daemon, pool_size
+    from etl.db.engine import engine_from_settings
+    from etl.pipeline import stoppable_sleep
 
     stop = threading.Event()
-    from etl.db.engine import engine_from_settings
-
     app._engine = engine_from_settings(app.settings, pool_size=pool_size(app.settings))
-    with _client(app, sleep=stop.wait) as client:
+    with _client(app, sleep=stoppable_sleep(stop)) as client:
         sources = _sources(app, client, ())
         return Daemon(app.settings, app.engine, sources, stop=stop).run()
 

@@ -164,7 +164,7 @@ class Daemon:
         result = snapshot_live(self.engine, source, account.name, self.clock(), _run_id())
         if result.status == "ok":
             self.metrics.record_live(account.name, result.ringing, result.talking)
-        else:
+        elif result.status != "stopped":  # SIGTERM while a request waited: not an error
             self.metrics.errors.labels(account.name, "live").inc()
 
     def verify_job(self, account: AccountConfig, source: Source) -> None:

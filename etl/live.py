@@ -54,7 +54,7 @@ class LiveResult:
     """The outcome of one account's live snapshot, as the summary shows it."""
 
     account: str
-    status: str  # ok | failed | skipped
+    status: str  # ok | failed | skipped | stopped (the daemon was asked to stop)
     active: int = 0  # ringing + talking: the legs stored in live_calls
     ringing: int = 0
     talking: int = 0
@@ -70,7 +70,7 @@ class LiveResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("ok", "skipped")
+        return self.status in ("ok", "skipped", "stopped")
 
     def summary(self) -> str:
         line = (

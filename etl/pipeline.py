@@ -126,19 +126,35 @@ def store_window(
     store = _PageStore(engine, connection, source.account_id, run_id, figures)
     held: Page | None = None
     try:
-        for page in ahead(lambda: _pages(source, window, stats), depth=1):
-            figures.pages += 1
-            figures.fetched += page.fetched
+        try:
+            for page in ahead(lambda: _pages(source, window, stats), depth=1):
+                figures.pages += 1
+                figures.fetched += page.fetched
+                if held is not None:
+                    store(held)
+                held = page
+                if stop is not None and stop.is_set():
+                    raise Stopped(f"stopped in window {window}")
+        except Stopped:  # asked to stop, here or while a request waited to be retried
             if held is not None:
-                store(held)
-            held = page
-            if stop is not None and stop.is_set():
-                store(held)
-                raise Stopped(f"stopped in window {window}")
+                store(held)  # the page in hand is kept; the window stays incomplete
+            raise
         store(held or Page([], [], 0, datetime.now(UTC)), completion)
         figures.windows += 1
     finally:
         figures.add_requests(stats)
+
+
+def stoppable_sleep(stop: threading.Event) -> Callable[[float], None]:
+    """The wait before a request is retried, cut short by `stop` (the daemon's SIGTERM):
+    then the request is not tried again but the run stops (`Stopped`), storing the page
+    in hand, instead of spending its remaining attempts back to back."""
+
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise Stopped(f"stopped while waiting {seconds:.1f}s to retry a request")
+
+    return sleep
 
 
 def _pages(source: Source, window: Window, stats: RequestStats) -> Iterator[Page]:

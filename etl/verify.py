@@ -80,7 +80,7 @@ class VerifyResult:
     """The outcome of one account's verify, as the summary shows it."""
 
     account: str
-    status: str  # ok | differs | failed | skipped
+    status: str  # ok | differs | failed | skipped | stopped (the daemon was asked to stop)
     served: int = 0
     stored: int = 0
     missing: list[str] = field(default_factory=list)  # callids, sorted
@@ -100,7 +100,7 @@ class VerifyResult:
     @property
     def ok(self) -> bool:
         """Nothing wrong: no difference found, or the account was busy."""
-        return self.status in ("ok", "skipped")
+        return self.status in ("ok", "skipped", "stopped")
 
     def summary(self) -> str:
         line = (

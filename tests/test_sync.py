@@ -3,17 +3,24 @@ CDR once, with its latest content and correct UTC times, whatever the provider d
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
+from etl import wiring
+from etl.api.client import CdrApiClient, RetryPolicy
 from etl.config import SyncSettings
 from etl.db.models import cdrs, runs, watermarks
 from etl.db.state import RunFigures
+from etl.pipeline import stoppable_sleep
 from etl.simulator import Faults
-from tests.simworld import World, local, utc, world
+from etl.sync import sync_account
+from tests.simworld import PASSWORD, USERNAME, World, local, utc, world
 
 START = utc(2024, 6, 3, 12, 0, 0)
 
@@ -218,3 +225,52 @@ def test_no_write_once_the_lock_session_is_gone(engine: Engine) -> None:
             store_window(engine, w.source(), window, RunFigures(), complete, connection=locked)
         with engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(cdrs)) == 0
+
+
+class _FailingAfter(httpx.BaseTransport):
+    """Forwards the first `good` requests to the simulator, then answers 503 and, a moment
+    later, sets `stop` (a SIGTERM arriving while the client waits to retry)."""
+
+    def __init__(self, good: int, stop: threading.Event) -> None:
+        self.inner, self.good, self.stop = httpx.HTTPTransport(), good, stop
+        self.requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.requests <= self.good:
+            return self.inner.handle_request(request)
+        threading.Timer(0.2, self.stop.set).start()
+        return httpx.Response(503)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_stop_while_a_request_waits_to_be_retried_keeps_the_pages_in_hand(
+    engine: Engine,
+) -> None:
+    """The daemon's SIGTERM during a retry's wait (30 s here): the request is not tried
+    again, the run stops at once as `stopped`, the pages already read are stored, and the
+    window's watermark does not move."""
+    stop = threading.Event()
+    now = utc(2024, 6, 3, 18, 0, 0)  # noon in Costa Rica: the first window is busy
+    with world(engine, now=now) as w:
+        transport = _FailingAfter(2, stop)
+        client = CdrApiClient(
+            w.server.url,
+            transport=transport,
+            retry=RetryPolicy(max_attempts=6, base=30, cap=30, max_total=600, jitter=False),
+            sleep=stoppable_sleep(stop),
+        )
+        source = wiring.source(client, w.account, w.account_id, PASSWORD, page_size=20)
+        began = time.monotonic()
+        with client:
+            result = sync_account(engine, source, w.account, w.sync, now, "stop", stop=stop)
+        assert time.monotonic() - began < 10
+        assert result.status == "stopped"
+        assert transport.requests == 3  # two pages, one 503, no retry
+        first = local(now, "America/Costa_Rica") - timedelta(hours=24)
+        assert set(w.watermarks().values()) == {first}  # each pass still at its start
+        stored = w.stored()
+        assert len(stored) == 40  # both pages read, the second one stored on the way out
+        assert {k: r for k, r in w.sim.truth(USERNAME).items() if k in stored} == stored
