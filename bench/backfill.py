@@ -1,6 +1,7 @@
 """Benchmark: backfill N simulated CDRs into a fresh database, against the bare COPY ceiling.
 
     .venv/bin/python bench/backfill.py --cdrs 100000 [--page-size 1000] [--concurrency K]
+    .venv/bin/python bench/backfill.py --cdrs 100000 --no-kept-data   # the kept data's cost
 
 1. starts the simulator in its own process (bench/simserver.py), warmed over a fixed range
    holding about N legs, so its generation is not measured and its serving is not ours;
@@ -39,6 +40,10 @@ DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SUMMARY = re.compile(
     r"(?P<kind>sync|backfill) (?P<account>\S+): (?P<status>\w+) in (?P<seconds>[0-9.]+)s, "
     r"(?P<windows>\d+) windows, (?P<pages>\d+) pages, (?P<requests>\d+) requests"
+)
+NO_KEPT_DATA = (
+    "CREATE OR REPLACE FUNCTION cdr_rollup_refresh(p_account integer, p_callids text[], "
+    "p_recompute boolean DEFAULT false) RETURNS void LANGUAGE sql AS 'SELECT'"
 )
 PYCACHE = os.path.join(tempfile.gettempdir(), "cdr-etl-bench-pycache")
 COLUMNS = (
@@ -253,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database (prints its URL)")
     parser.add_argument("--no-sync", action="store_true", help="skip the incremental runs")
     parser.add_argument(
+        "--no-kept-data", action="store_true",
+        help="make cdr_rollup_refresh a no-op: what the load costs without the kept BI data",
+    )  # fmt: skip
+    parser.add_argument(
         "--order", choices=["sorted", "shuffled_ties", "unordered"], default="sorted",
         help="the simulator's order of by-date rows (its order quirk)",
     )  # fmt: skip
@@ -275,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
 
         engine = make_engine(url, pool_size=1)
         upgrade(engine)
+        if args.no_kept_data:
+            with engine.begin() as conn:
+                conn.execute(text(NO_KEPT_DATA))
         engine.dispose()
         env = etl_env(sim, url, args.page_size)
         backfill_args = ["backfill", "--account", "default", "--start", sim["start"]]
@@ -319,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = args.concurrency or "default"
     sys.stdout.write(
         f"cdr-etl backfill benchmark: {args.cdrs} CDRs asked, page size {args.page_size}, "
-        f"concurrency {concurrency}, server order {args.order}\n"
+        f"concurrency {concurrency}, server order {args.order}"
+        f"{', kept BI data OFF' if args.no_kept_data else ''}\n"
         f"  CDRs stored:        {stored} (served in the range {sim['served']}: "
         f"{'exact' if stored == sim['served'] else 'DIFFERENT'}; fetched "
         f"{figures['pages']} pages in {figures['windows']} windows)\n"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
+from itertools import islice
 
 from sqlalchemy import Engine
 
@@ -15,7 +16,7 @@ from etl.db.state import MarkWindowDone, RunFigures, finish_backfill, open_backf
 from etl.errors import BackfillBusy
 from etl.pipeline import Source, store_window
 from etl.run import AccountResult, AccountRun
-from etl.windows import Window, split
+from etl.windows import Window, iter_split
 
 __all__ = ["BackfillBusy", "Progress", "backfill_account"]
 
@@ -51,11 +52,13 @@ def backfill_account(
         backfill_id, done = open_backfill(
             engine, source.account_id, start, end, int(window.total_seconds())
         )
-        todo = [w for w in split(start, end, window) if w.start not in done]
-        if done:
-            log.info("resuming: %d of %d windows already stored", len(done), len(todo) + len(done))
+        total = sum(1 for _ in iter_split(start, end, window))
+        stored = sum(1 for w in iter_split(start, end, window) if w.start in done)
+        if stored:
+            log.info("resuming: %d of %d windows already stored", stored, total)
+        todo = (w for w in iter_split(start, end, window) if w.start not in done)
         windows = _Windows(engine, source, backfill_id, run_id, result.figures, stop, progress)
-        windows.read(todo, len(done), concurrency)
+        windows.read(todo, stored, total, concurrency)
         finish_backfill(engine, backfill_id)
     return result
 
@@ -84,23 +87,25 @@ class _Windows:
         self.lock = threading.Lock()
         self.finished = self.total = 0
 
-    def read(self, todo: list[Window], done: int, concurrency: int) -> None:
-        """Read every window of `todo`; the first failure stops new windows and is raised."""
-        self.finished, self.total = done, done + len(todo)
+    def read(self, todo: Iterator[Window], done: int, total: int, concurrency: int) -> None:
+        """Read every window of `todo`, `concurrency` at a time, in order; a window is
+        taken from `todo` only when one finishes (memory flat in the range's length). The
+        first failure starts no new window (those running finish) and is raised."""
+        self.finished, self.total = done, total
         if self.progress:
             self.progress(self.finished, self.total, RunFigures())
         with ThreadPoolExecutor(concurrency, thread_name_prefix="backfill") as pool:
-            futures = [pool.submit(self.one, w) for w in todo]
             try:
-                completed, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                running = {pool.submit(self.one, w) for w in islice(todo, concurrency)}
+                while running:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    failures = [f.exception() for f in finished if f.exception() is not None]
+                    if failures:
+                        raise failures[0]  # type: ignore[misc]
+                    running |= {pool.submit(self.one, w) for w in islice(todo, len(finished))}
             except KeyboardInterrupt:  # Ctrl-C: store the pages in hand, then stop
                 self.stop.set()
-                _cancel(futures)
                 raise
-            _cancel(pending)
-            failures = [f.exception() for f in completed if f.exception() is not None]
-            if failures:
-                raise failures[0]  # type: ignore[misc]
 
     def one(self, window: Window) -> None:
         figures = RunFigures()
@@ -116,8 +121,3 @@ class _Windows:
                 self.finished += figures.windows
                 if self.progress:
                     self.progress(self.finished, self.total, figures)
-
-
-def _cancel(futures: set[Future[None]] | list[Future[None]]) -> None:
-    for future in futures:  # after a failure or Ctrl-C: start no new window
-        future.cancel()

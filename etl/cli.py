@@ -474,6 +474,7 @@ def backfill(
     if window is not None and window <= timedelta(0):
         raise click.BadParameter("must be longer than 0s", param_hint="'--window'")
     size = window or app.settings.sync.window
+    _not_far_ahead(end, *app.settings.select_accounts((name,)))
     with _client(app) as client, _progress(no_progress) as progress:
         ((account, source),) = _sources(app, client, (name,))
         result = backfill_account(
@@ -483,6 +484,22 @@ def backfill(
         )  # fmt: skip
     _print_results([result])
     return 0 if result.ok else 1
+
+
+def _not_far_ahead(end: datetime, account: AccountConfig) -> None:
+    """An --end more than a day ahead of the account's clock is a typo (2099 for 2019), not
+    a range: its windows hold nothing yet, and a century of them is a million requests."""
+    from zoneinfo import ZoneInfo
+
+    from etl.windows import utc_now, wall_clock
+
+    now = wall_clock(utc_now(), ZoneInfo(account.timezone))
+    if end > now + timedelta(days=1):
+        raise click.BadParameter(
+            f"{end:%Y-%m-%d %H:%M:%S} is more than a day after now on the account's clock "
+            f"({now:%Y-%m-%d %H:%M:%S} in {account.timezone}): no CDR is there yet",
+            param_hint="'--end'",
+        )
 
 
 @contextmanager

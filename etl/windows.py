@@ -12,6 +12,7 @@ second (the API's bound inclusiveness is not stated; dedup makes the overlap har
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -39,15 +40,18 @@ def wall_clock(now: datetime, tz: ZoneInfo) -> datetime:
 
 def split(start: datetime, end: datetime, size: timedelta) -> list[Window]:
     """Cut `[start, end]` into consecutive windows of at most `size`."""
+    return list(iter_split(start, end, size))
+
+
+def iter_split(start: datetime, end: datetime, size: timedelta) -> Iterator[Window]:
+    """The windows of `split`, one at a time (a range of decades holds a million hours)."""
     if size <= timedelta(0):
         raise ValueError("window size must be positive")
-    windows: list[Window] = []
     cursor = start
     while cursor < end:
         stop = end if end - cursor <= size else cursor + size  # no overflow near year 9999
-        windows.append(Window(cursor, stop))
+        yield Window(cursor, stop)
         cursor = stop
-    return windows
 
 
 def due_windows(

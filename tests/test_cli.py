@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -69,15 +71,39 @@ def test_bad_configuration_is_one_line_and_exit_2(
         ("backfill", "--account", "default", "--start", "2024-01-02", "--end", "2024-01-01"),
         ("backfill", "--account", "default", "--start", "2024-01-01", "--end", "2024-01-02",
          "--window", "0s"),
+        ("backfill", "--account", "default", "--start", "2024-01-01", "--end", "2099-01-02"),
         ("sync", "--no-such-option"),
         ("no-such-command",),
     ],
 )  # fmt: skip
 def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
-    """Bad usage exits 2 with click's usage message, never a stack trace."""
-    result = run(*args, tmp_path=tmp_path, CDR_ETL_USERNAME="8569841", CDR_ETL_PASSWORD="1")
+    """Bad usage exits 2 with click's usage message, never a stack trace (and before any
+    database is touched: none is reachable here)."""
+    result = run(
+        *args, tmp_path=tmp_path, CDR_ETL_USERNAME="8569841", CDR_ETL_PASSWORD="1",
+        CDR_ETL_DATABASE_URL="postgresql+psycopg://u@127.0.0.1:1/db",
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+    assert "Error: " in result.stderr.splitlines()[-1]
+
+
+def test_a_backfill_may_end_up_to_a_day_ahead_not_further(tmp_path: Path) -> None:
+    """An --end a century ahead is a typo, refused with the account's clock named; the end
+    of today is a range like any other (it fails here on the database, not on --end)."""
+    env = {"CDR_ETL_USERNAME": "8569841", "CDR_ETL_PASSWORD": "1", "CDR_ETL_TIMEZONE": "Asia/Tokyo",
+           "CDR_ETL_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:1/db"}  # fmt: skip
+    far = run("backfill", "--account", "default", "--start", "2024-01-01 00:00:00",
+              "--end", "2099-01-01 00:00:00", tmp_path=tmp_path, **env)  # fmt: skip
+    assert far.returncode == 2
+    last = far.stderr.splitlines()[-1]
+    assert "'--end': 2099-01-01 00:00:00 is more than a day after now" in last
+    assert "in Asia/Tokyo" in last
+    today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
+    near = run("backfill", "--account", "default", "--start", f"{today} 00:00:00",
+               "--end", f"{today} 23:59:59", tmp_path=tmp_path, **env)  # fmt: skip
+    assert near.returncode == 1
+    assert one_error_line(near).startswith("cdr-etl: error: database: ")
 
 
 def test_database_down_is_one_line_and_exit_1(tmp_path: Path) -> None:
