@@ -3,10 +3,11 @@ flight; resumable after a crash; the incremental watermarks are left alone."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from itertools import islice
 
@@ -96,16 +97,21 @@ class _Windows:
             self.progress(self.finished, self.total, RunFigures())
         with ThreadPoolExecutor(concurrency, thread_name_prefix="backfill") as pool:
             try:
-                running = {pool.submit(self.one, w) for w in islice(todo, concurrency)}
+                running = {self._start(pool, w) for w in islice(todo, concurrency)}
                 while running:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     failures = [f.exception() for f in finished if f.exception() is not None]
                     if failures:
                         raise failures[0]  # type: ignore[misc]
-                    running |= {pool.submit(self.one, w) for w in islice(todo, len(finished))}
+                    running |= {self._start(pool, w) for w in islice(todo, len(finished))}
             except KeyboardInterrupt:  # Ctrl-C: store the pages in hand, then stop
                 self.stop.set()
                 raise
+
+    def _start(self, pool: ThreadPoolExecutor, window: Window) -> Future[None]:
+        """Read `window` on a thread of the pool, in this thread's context: its log lines
+        carry the run's account and run_id (etl.logs.log_context)."""
+        return pool.submit(contextvars.copy_context().run, self.one, window)
 
     def one(self, window: Window) -> None:
         figures = RunFigures()

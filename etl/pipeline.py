@@ -5,6 +5,7 @@ last page."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -69,7 +70,10 @@ def ahead(produce: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
         except BaseException as exc:  # handed to the reader, who raises it
             offer(exc)
 
-    thread = threading.Thread(target=run, name="fetch-ahead", daemon=True)
+    # the producer runs in the reader's context: its log lines carry the run's account and
+    # run_id (etl.logs.log_context), as every line of a run does
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), name="fetch-ahead", daemon=True)
     thread.start()
     try:
         while True:

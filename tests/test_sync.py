@@ -3,8 +3,10 @@ CDR once, with its latest content and correct UTC times, whatever the provider d
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,9 +16,11 @@ from sqlalchemy import Engine, func, select
 
 from etl import wiring
 from etl.api.client import CdrApiClient, RetryPolicy
+from etl.backfill import backfill_account
 from etl.config import SyncSettings
 from etl.db.models import cdrs, runs, watermarks
 from etl.db.state import RunFigures
+from etl.logs import ContextFilter
 from etl.pipeline import stoppable_sleep
 from etl.simulator import Faults
 from etl.sync import sync_account
@@ -227,19 +231,21 @@ def test_no_write_once_the_lock_session_is_gone(engine: Engine) -> None:
             assert conn.scalar(select(func.count()).select_from(cdrs)) == 0
 
 
-class _FailingAfter(httpx.BaseTransport):
-    """Forwards the first `good` requests to the simulator, then answers 503 and, a moment
-    later, sets `stop` (a SIGTERM arriving while the client waits to retry)."""
+class _Scripted(httpx.BaseTransport):
+    """Forwards requests to the simulator, except those whose number (1, 2, ...) `fails`
+    says: those are answered 503, and `stop` (if any) is set a moment later (a SIGTERM
+    arriving while the client waits to retry)."""
 
-    def __init__(self, good: int, stop: threading.Event) -> None:
-        self.inner, self.good, self.stop = httpx.HTTPTransport(), good, stop
+    def __init__(self, fails: Callable[[int], bool], stop: threading.Event | None = None):
+        self.inner, self.fails, self.stop = httpx.HTTPTransport(), fails, stop
         self.requests = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
-        if self.requests <= self.good:
+        if not self.fails(self.requests):
             return self.inner.handle_request(request)
-        threading.Timer(0.2, self.stop.set).start()
+        if self.stop is not None:
+            threading.Timer(0.2, self.stop.set).start()
         return httpx.Response(503)
 
     def close(self) -> None:
@@ -255,7 +261,7 @@ def test_a_stop_while_a_request_waits_to_be_retried_keeps_the_pages_in_hand(
     stop = threading.Event()
     now = utc(2024, 6, 3, 18, 0, 0)  # noon in Costa Rica: the first window is busy
     with world(engine, now=now) as w:
-        transport = _FailingAfter(2, stop)
+        transport = _Scripted(lambda n: n > 2, stop)
         client = CdrApiClient(
             w.server.url,
             transport=transport,
@@ -274,3 +280,46 @@ def test_a_stop_while_a_request_waits_to_be_retried_keeps_the_pages_in_hand(
         stored = w.stored()
         assert len(stored) == 40  # both pages read, the second one stored on the way out
         assert {k: r for k, r in w.sim.truth(USERNAME).items() if k in stored} == stored
+
+
+class _Capture(logging.Handler):
+    """The records of the `etl` loggers, with the run's context as the real handlers see it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.addFilter(ContextFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("kind", ["sync", "backfill"])
+def test_retry_lines_name_the_runs_account_and_run_id(engine: Engine, kind: str) -> None:
+    """A request retried in the thread that fetches ahead (and, in a backfill, in the
+    thread of a window) logs a line that carries the run's account and run_id."""
+    now = utc(2024, 6, 3, 18, 0, 0)
+    capture = _Capture()
+    logging.getLogger("etl").addHandler(capture)
+    try:
+        with world(engine, now=now) as w:
+            client = CdrApiClient(
+                w.server.url, transport=_Scripted(lambda n: n in (2, 5)),
+                retry=RetryPolicy(base=0.001, cap=0.001), sleep=lambda _: None,
+            )  # fmt: skip
+            source = wiring.source(client, w.account, w.account_id, PASSWORD, page_size=20)
+            with client:
+                if kind == "sync":
+                    result = sync_account(engine, source, w.account, w.sync, now, "run-1")
+                else:
+                    start = local(now, "America/Costa_Rica") - timedelta(hours=6)
+                    result = backfill_account(engine, source, "main", start,
+                                              start + timedelta(hours=3), timedelta(hours=1),
+                                              "run-1", concurrency=2)  # fmt: skip
+            assert result.status == "ok", result.error
+    finally:
+        logging.getLogger("etl").removeHandler(capture)
+    retries = [r for r in capture.records if "retrying" in r.getMessage()]
+    assert len(retries) == 2
+    assert all((r.__dict__.get("account"), r.__dict__.get("run_id")) == ("main", "run-1")
+               for r in retries)  # fmt: skip
