@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from etl.db.models import backfill_windows, cdrs, runs, watermarks
+from etl.db.state import ABANDONED
 from etl.simulator import SimAccount, Simulator, SimulatorServer
 from tests.test_rollup import assert_kept_equals_recomputed
 
@@ -153,10 +154,15 @@ def test_backfill_killed_at_random_moments_resumes_exactly(
     assert_exact(engine, sim, start, end)
     with engine.connect() as conn:
         windows = conn.scalar(select(func.count()).select_from(backfill_windows))
-        kinds = set(conn.execute(select(runs.c.kind)).scalars())
+        history = conn.execute(select(runs.c.kind, runs.c.status, runs.c.error)).all()
         marks = conn.scalar(select(func.count()).select_from(watermarks))
     assert windows == 24
-    assert kinds == {"backfill"}
+    assert {kind for kind, _, _ in history} == {"backfill"}
+    # the killed runs are no longer shown running: failed, as the next run found them
+    assert sorted((status, error) for _, status, error in history) == [
+        *[("failed", ABANDONED)] * 3,
+        ("ok", None),
+    ]
     assert_kept_equals_recomputed(engine)
     assert marks == 0  # a backfill leaves the incremental watermarks alone
 

@@ -149,6 +149,9 @@ class RunFigures:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "errors"}
 
 
+ABANDONED = "did not finish: its process ended before recording the end (killed?)"
+
+
 def start_run(
     engine: Engine,
     run_id: str,
@@ -158,6 +161,15 @@ def start_run(
     range_end: datetime | None = None,
 ) -> int:
     with engine.begin() as conn:
+        # The caller holds this account's lock of this kind of run, so an earlier run of
+        # the kind still marked running is no longer running: its process died (kill -9,
+        # a lost connection) before it could record its end.
+        conn.execute(
+            update(runs)
+            .where(runs.c.account_id == account_id, runs.c.kind == kind)
+            .where(runs.c.status == "running")
+            .values(status="failed", error=ABANDONED)
+        )
         row_id: int = conn.execute(
             insert(runs)
             .values(
