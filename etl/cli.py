@@ -102,12 +102,12 @@ pass_app = click.make_pass_decorator(App)
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
     help="Log level [env CDR_ETL_LOG_LEVEL; default INFO].",
 )
 @click.option(
     "--log-format",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json"], case_sensitive=False),
     help="Log format: text for a terminal, json for containers [env CDR_ETL_LOG_FORMAT].",
 )
 @click.version_option(package_name="cdr-etl")
@@ -419,6 +419,16 @@ def _wall_clock(ctx: click.Context, param: click.Parameter, value: str | None) -
     raise click.BadParameter(f"expected 'YYYY-MM-DD HH:MM:SS' (provider local time), got {value!r}")
 
 
+def _zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(value)
+    except (KeyError, ValueError, OSError):  # not found (a KeyError), a bad key, unreadable
+        raise click.BadParameter(f"unknown time zone {value!r} (an IANA name)") from None
+    return value
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
     from etl.config import parse_duration
 
@@ -548,8 +558,8 @@ def _progress(disabled: bool) -> Iterator[Progress | None]:
 @click.option("--days", type=float, default=30.0, show_default=True,
               help="Days of history before now.")  # fmt: skip
 @click.option("--calls-per-hour", type=float, default=60.0, show_default=True)
-@click.option("--timezone", default="America/Costa_Rica", show_default=True,
-              help="The simulated provider's clock.")  # fmt: skip
+@click.option("--timezone", default="America/Costa_Rica", show_default=True, callback=_zone,
+              help="The simulated provider's clock (an IANA zone).")  # fmt: skip
 @click.option(
     "--order", type=click.Choice(["sorted", "shuffled_ties", "unordered"]), default="sorted",
     show_default=True,

@@ -267,8 +267,8 @@ class Settings(BaseSettings):
         raise ConfigError(f"--account: unknown account {name!r} (known: {known})")
 
     def select_accounts(self, names: tuple[str, ...] | list[str]) -> list[AccountConfig]:
-        if names:
-            return [self.account(name) for name in names]
+        if names:  # each named account once, in the order first named
+            return [self.account(name) for name in dict.fromkeys(names)]
         if not self.accounts:
             raise ConfigError(
                 "accounts: none configured (set CDR_ETL_USERNAME/CDR_ETL_PASSWORD/"

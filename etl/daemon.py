@@ -161,20 +161,18 @@ class Daemon:
 
         if self.stop.is_set():
             return
-        result = snapshot_live(self.engine, source, account.name, self.clock(), _run_id())
-        if result.status == "ok":
-            self.metrics.record_live(account.name, result.ringing, result.talking)
-        elif result.status != "stopped":  # SIGTERM while a request waited: not an error
-            self.metrics.errors.labels(account.name, "live").inc()
+        now = self.clock()
+        result = snapshot_live(self.engine, source, account.name, now, _run_id())
+        self.metrics.record_live(result, now)
 
     def verify_job(self, account: AccountConfig, source: Source) -> None:
         from etl.verify import verify_account
 
         if self.stop.is_set():
             return
-        result = verify_account(
-            self.engine, source, account.name, self.clock(), _run_id(), repair=True
-        )
+        now = self.clock()
+        result = verify_account(self.engine, source, account.name, now, _run_id(), repair=True)
+        self.metrics.record_run(result, now)
         if result.status == "failed":
             self.metrics.errors.labels(account.name, "verify").inc()
 

@@ -4,14 +4,18 @@ names (never a username or a password)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine, func, select
 
 from etl.db.models import accounts, runs, watermarks
-from etl.run import AccountResult
+from etl.run import JobResult
 from etl.windows import wall_clock
+
+if TYPE_CHECKING:
+    from etl.live import LiveResult
 
 
 class Metrics:
@@ -66,7 +70,8 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
-    def record_run(self, result: AccountResult, now: datetime) -> None:
+    def record_run(self, result: JobResult, now: datetime) -> None:
+        """A sync or verify run: what it asked, stored and met, and its outcome."""
         account, f = result.account, result.figures
         self.requests.labels(account).inc(f.requests)
         self.retries.labels(account).inc(f.retries)
@@ -98,9 +103,18 @@ class Metrics:
             if finished is not None:
                 self.last_success.labels(name, kind).set(finished.timestamp())
 
-    def record_live(self, account: str, ringing: int, talking: int) -> None:
-        self.live.labels(account, "ringing").set(ringing)
-        self.live.labels(account, "talking").set(talking)
+    def record_live(self, result: LiveResult, now: datetime) -> None:
+        """A live snapshot: its requests and outcome, and the calls it found in progress."""
+        account = result.account
+        self.requests.labels(account).inc(result.requests)
+        self.retries.labels(account).inc(result.retries)
+        self.runs.labels(account, "live", result.status).inc()
+        if result.status == "ok":
+            self.live.labels(account, "ringing").set(result.ringing)
+            self.live.labels(account, "talking").set(result.talking)
+            self.last_success.labels(account, "live").set(now.timestamp())
+        elif result.status != "stopped":  # SIGTERM while a request waited: not an error
+            self.errors.labels(account, "live").inc()
 
     def update_lag(self, engine: Engine, now: datetime) -> None:
         with engine.connect() as conn:

@@ -72,6 +72,8 @@ def test_bad_configuration_is_one_line_and_exit_2(
         ("backfill", "--account", "default", "--start", "2024-01-01", "--end", "2024-01-02",
          "--window", "0s"),
         ("backfill", "--account", "default", "--start", "2024-01-01", "--end", "2099-01-02"),
+        ("simulate", "--timezone", "Mars/Olympus_Mons"),
+        ("--log-level", "loud", "status"),
         ("sync", "--no-such-option"),
         ("no-such-command",),
     ],

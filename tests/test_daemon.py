@@ -189,6 +189,8 @@ def test_daemon_syncs_serves_health_and_stops_cleanly(
             'cdr_etl_rows_total{account="main",outcome="inserted"}',
             'cdr_etl_watermark_lag_seconds{account="main",pass_name="2m"}',
             "cdr_etl_live_calls",
+            'cdr_etl_runs_total{account="main",kind="live",status="ok"}',
+            'cdr_etl_last_success_timestamp_seconds{account="main",kind="live"}',
             'cdr_etl_disturbed_windows_total{account="main"} 0.0',
             'cdr_etl_reread_requests_total{account="main"} 0.0',
         )
@@ -430,3 +432,34 @@ def test_postgres_restart_under_the_daemon_then_exact(sim: SimulatorServer, tmp_
         # The restarted postmaster is not the process pgserver started: stop it by hand.
         if (home / "pgdata" / "postmaster.pid").exists():
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=home / "pgdata", user=user)
+
+
+def test_live_snapshots_and_verifies_are_counted_like_syncs() -> None:
+    """A live snapshot's and a verify's requests count in cdr_etl_requests_total, and their
+    outcomes in cdr_etl_runs_total, as a sync's do; a failed snapshot is a live error, one
+    stopped by SIGTERM is none."""
+    from prometheus_client import generate_latest
+
+    from etl.db.state import RunFigures
+    from etl.live import LiveResult
+    from etl.metrics import Metrics
+    from etl.verify import VerifyResult
+
+    metrics, now = Metrics(), datetime.now(UTC)
+    metrics.record_live(LiveResult("main", "ok", ringing=2, talking=3, requests=1), now)
+    metrics.record_live(LiveResult("main", "failed", requests=6, retries=5), now)
+    metrics.record_live(LiveResult("main", "stopped", requests=1), now)
+    verify = VerifyResult("main", "differs", figures=RunFigures(requests=1, inserted=4))
+    metrics.record_run(verify, now)
+    text = generate_latest(metrics.registry).decode()
+    for line in (
+        'cdr_etl_requests_total{account="main"} 9.0',
+        'cdr_etl_retries_total{account="main"} 5.0',
+        'cdr_etl_runs_total{account="main",kind="live",status="ok"} 1.0',
+        'cdr_etl_runs_total{account="main",kind="live",status="failed"} 1.0',
+        'cdr_etl_runs_total{account="main",kind="verify",status="differs"} 1.0',
+        'cdr_etl_errors_total{account="main",kind="live"} 1.0',
+        'cdr_etl_live_calls{account="main",state="talking"} 3.0',
+        'cdr_etl_rows_total{account="main",outcome="inserted"} 4.0',
+    ):
+        assert line in text, line
