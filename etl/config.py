@@ -324,14 +324,17 @@ SINGLE_ACCOUNT_ENV = (
 KNOWN_ENV = ("CDR_ETL_CONFIG", *ENVIRONMENT, *SINGLE_ACCOUNT_ENV)
 
 
+_CONFIG = "--config / CDR_ETL_CONFIG"  # how an error names the settings file
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"CDR_ETL_CONFIG: file {path} does not exist") from None
+        raise ConfigError(f"{_CONFIG}: file {path} does not exist") from None
     except OSError as exc:
-        raise ConfigError(f"CDR_ETL_CONFIG: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{_CONFIG}: cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     for index, account in enumerate(data.get("accounts", []) or []):

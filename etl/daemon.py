@@ -218,7 +218,7 @@ class Daemon:
             server = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
             raise ConfigError(
-                f"daemon.port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                f"daemon.host / daemon.port: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="health", daemon=True).start()

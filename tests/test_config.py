@@ -206,7 +206,9 @@ def test_bad_settings_fail_with_one_line_naming_the_setting(
 
 def test_missing_config_file_is_named() -> None:
     """CDR_ETL_CONFIG naming a missing file is a clear error."""
-    with pytest.raises(ConfigError, match=r"^CDR_ETL_CONFIG: file .*nope.toml does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"^--config / CDR_ETL_CONFIG: file .*nope.toml does not exist"
+    ):
         load_settings({"CDR_ETL_CONFIG": "/nope/nope.toml"})
 
 
