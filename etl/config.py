@@ -412,15 +412,32 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        single_at = len(data["accounts"]) - 1 if single is not None else None
+        raise ConfigError(_one_line(exc, single_at)) from None
 
 
-def _one_line(exc: ValidationError) -> str:
+# The settings of the account that the environment gives alone, by the variable they came from.
+_SINGLE_ACCOUNT_FIELDS = {
+    "username": "CDR_ETL_USERNAME",
+    "timezone": "CDR_ETL_TIMEZONE",
+    "live": "CDR_ETL_LIVE",
+    "password_file": "CDR_ETL_PASSWORD_FILE",
+}
+
+
+def _one_line(exc: ValidationError, single_at: int | None = None) -> str:
+    """The first error, named by its setting (or by the environment variable that set it,
+    for the account that CDR_ETL_USERNAME and its siblings give)."""
     error = exc.errors()[0]
     location = [str(part) for part in error["loc"]]
+    variable = None
+    if len(location) >= 3 and location[0] == "accounts" and location[1] == str(single_at):
+        variable = _SINGLE_ACCOUNT_FIELDS.get(location[2])
     if len(location) >= 2 and location[0] == "accounts" and location[1].isdigit():
         location[1] = f"[{location[1]}]"
     name = ".".join(location).replace(".[", "[") or "settings"
+    if variable is not None:
+        name = f"{variable} ({name})"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown setting"

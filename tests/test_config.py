@@ -169,11 +169,15 @@ def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"CDR_ETL_LOG_LEVEL": "LOUD"}, "", r"^log_level: "),
         ({"CDR_ETL_LOG_FORMAT": "xml"}, "", r"^log_format: "),
         ({"CDR_ETL_DATABASE_URL": "mysql://x/y"}, "", r"^database_url: expected a PostgreSQL"),
-        ({"CDR_ETL_USERNAME": "85x"}, "", r"^accounts\[0\]\.username: expected the endpoint"),
+        (
+            {"CDR_ETL_USERNAME": "85x"},
+            "",
+            r"^CDR_ETL_USERNAME \(accounts\[0\]\.username\): expected the endpoint",
+        ),
         (
             {"CDR_ETL_USERNAME": "8569841", "CDR_ETL_TIMEZONE": "Mars/Olympus"},
             "",
-            r"^accounts\[0\]\.timezone: unknown IANA time zone 'Mars/Olympus'",
+            r"^CDR_ETL_TIMEZONE \(accounts\[0\]\.timezone\): unknown IANA time zone 'Mars/Olympus'",
         ),
         ({"CDR_ETL_PASSWORD": "1"}, "", r"^CDR_ETL_USERNAME: not set, but CDR_ETL_PASSWORD is"),
         ({}, "[api]\nspeed = 3", r"^api\.speed: unknown setting"),
