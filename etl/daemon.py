@@ -53,6 +53,15 @@ def pool_size(settings: Settings) -> int:
     return 2 * settings.sync.concurrency + LIVE_WORKERS + 1
 
 
+def _job_failed(job: str, account: str, exc: Exception, run_id: str) -> str:
+    """Log a job that failed before its run could record it (the database refused even
+    the lock); return its one-line error."""
+    error = describe(exc)
+    with log_context(account=account, run_id=run_id):
+        log.error("%s %s: failed: %s", job, account, error)
+    return error
+
+
 def _run_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -144,10 +153,9 @@ class Daemon:
                 self.engine, source, account, self.settings.sync, now, run_id, stop=self.stop
             )
         except Exception as exc:  # the database refused even the lock: count it, go on
-            result = AccountResult(account.name, "sync", "failed", error=describe(exc))
+            error = _job_failed("sync", account.name, exc, run_id)
+            result = AccountResult(account.name, "sync", "failed", error=error)
             result.error_kind = error_kind(exc)
-            with log_context(account=account.name, run_id=run_id):
-                log.error("sync %s: failed: %s", account.name, result.error)
         if not self._seeded:  # the database was down at start: the next run tries again
             self._seed_metrics()
         self.metrics.record_run(result, now)
@@ -157,24 +165,30 @@ class Daemon:
             log.warning("watermark lag not updated: %s", describe(exc))
 
     def live_job(self, account: AccountConfig, source: Source) -> None:
-        from etl.live import snapshot_live
+        from etl.live import LiveResult, snapshot_live
 
         if self.stop.is_set():
             return
-        now = self.clock()
-        result = snapshot_live(self.engine, source, account.name, now, _run_id())
+        now, run_id = self.clock(), _run_id()
+        try:
+            result = snapshot_live(self.engine, source, account.name, now, run_id)
+        except Exception as exc:  # the database refused even the lock: count it, go on
+            error = _job_failed("live", account.name, exc, run_id)
+            result = LiveResult(account.name, "failed", error=error)
         self.metrics.record_live(result, now)
 
     def verify_job(self, account: AccountConfig, source: Source) -> None:
-        from etl.verify import verify_account
+        from etl.verify import VerifyResult, verify_account
 
         if self.stop.is_set():
             return
-        now = self.clock()
-        result = verify_account(self.engine, source, account.name, now, _run_id(), repair=True)
-        self.metrics.record_run(result, now)
-        if result.status == "failed":
-            self.metrics.errors.labels(account.name, "verify").inc()
+        now, run_id = self.clock(), _run_id()
+        try:
+            result = verify_account(self.engine, source, account.name, now, run_id, repair=True)
+        except Exception as exc:  # the database refused even the lock: count it, go on
+            error = _job_failed("verify", account.name, exc, run_id)
+            result = VerifyResult(account.name, "failed", error=error)
+        self.metrics.record_verify(result, now)
 
     # -- health -------------------------------------------------------------------------------
 

@@ -138,6 +138,13 @@ class Stopped(Exception):
     stored, the window in progress is not complete. Not an error: the run ends cleanly."""
 
 
+class StoppedRetrying(Stopped):
+    """Asked to stop while a failed request waited to be retried: stopped as cleanly, but
+    the run did not succeed (its request was failing), so it is recorded as failed."""
+
+    kind = "transient"
+
+
 def error_kind(exc: BaseException) -> str:
     """The kind of a failure, for the run history and the metrics: the `kind` an EtlError
     carries, `database` for a driver error no loader translated, else `internal` (a bug)."""

@@ -54,7 +54,7 @@ class LiveResult:
     """The outcome of one account's live snapshot, as the summary shows it."""
 
     account: str
-    status: str  # ok | failed | skipped | stopped (the daemon was asked to stop)
+    status: str  # ok | failed | skipped
     active: int = 0  # ringing + talking: the legs stored in live_calls
     ringing: int = 0
     talking: int = 0
@@ -70,7 +70,7 @@ class LiveResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("ok", "skipped", "stopped")
+        return self.status in ("ok", "skipped")
 
     def summary(self) -> str:
         line = (
@@ -144,7 +144,7 @@ def snapshot_live(
             _store(engine, source.account_id, snapshot, now)
         finally:
             result.requests, result.retries = stats.requests, stats.retries
-            result.figures.requests, result.figures.retries = stats.requests, stats.retries
+            result.figures.add_requests(stats)
         result.ringing, result.talking = snapshot.ringing, snapshot.talking
         result.active, result.ended = snapshot.active, snapshot.ended
         result.rejected = result.figures.rejected = snapshot.rejected

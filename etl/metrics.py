@@ -11,11 +11,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine, func, select
 
 from etl.db.models import accounts, runs, watermarks
-from etl.run import JobResult
+from etl.run import AccountResult, JobResult
 from etl.windows import wall_clock
 
 if TYPE_CHECKING:
+    from etl.db.state import RunFigures
     from etl.live import LiveResult
+    from etl.verify import VerifyResult
 
 
 class Metrics:
@@ -70,23 +72,52 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
-    def record_run(self, result: JobResult, now: datetime) -> None:
-        """A sync or verify run: what it asked, stored and met, and its outcome."""
+    def record_run(self, result: AccountResult, now: datetime) -> None:
+        """A sync: what it asked, read and stored, and its outcome."""
         account, f = result.account, result.figures
-        self.requests.labels(account).inc(f.requests)
-        self.retries.labels(account).inc(f.retries)
+        self._requests(account, f)
         self.pages.labels(account).inc(f.pages)
         self.disturbed.labels(account).inc(f.disturbed)
         self.reread_requests.labels(account).inc(f.reread_requests)
         for outcome in ("inserted", "updated", "unchanged", "rejected"):
             self.rows.labels(account, outcome).inc(getattr(f, outcome))
-        for kind, count in f.errors.items():
-            self.errors.labels(account, kind).inc(count)
         if result.status == "failed":
             self.errors.labels(account, f"run_{result.error_kind or 'internal'}").inc()
-        self.runs.labels(account, result.kind, result.status).inc()
+        self._outcome(result, now)
+
+    def record_verify(self, result: VerifyResult, now: datetime) -> None:
+        """A verify: its request, the rows its repair stored (not the day it compared),
+        and its outcome; a failed one is a `verify` error."""
+        account, f = result.account, result.figures
+        self._requests(account, f)
+        for outcome in ("inserted", "updated"):
+            self.rows.labels(account, outcome).inc(getattr(f, outcome))
+        if result.status == "failed":
+            self.errors.labels(account, "verify").inc()
+        self._outcome(result, now)
+
+    def record_live(self, result: LiveResult, now: datetime) -> None:
+        """A live snapshot: its request, the calls it found in progress, and its outcome;
+        a failed one is a `live` error."""
+        account = result.account
+        self._requests(account, result.figures)
         if result.status == "ok":
-            self.last_success.labels(account, result.kind).set(now.timestamp())
+            self.live.labels(account, "ringing").set(result.ringing)
+            self.live.labels(account, "talking").set(result.talking)
+        elif result.status == "failed":
+            self.errors.labels(account, "live").inc()
+        self._outcome(result, now)
+
+    def _requests(self, account: str, f: RunFigures) -> None:
+        self.requests.labels(account).inc(f.requests)
+        self.retries.labels(account).inc(f.retries)
+        for kind, count in f.errors.items():  # failed attempts by kind
+            self.errors.labels(account, kind).inc(count)
+
+    def _outcome(self, result: JobResult, now: datetime) -> None:
+        self.runs.labels(result.account, result.kind, result.status).inc()
+        if result.status == "ok":
+            self.last_success.labels(result.account, result.kind).set(now.timestamp())
 
     def seed_last_success(self, engine: Engine, names: list[str]) -> None:
         """Each account's last successful run of each kind, as the runs table says, so that
@@ -102,19 +133,6 @@ class Metrics:
         for name, kind, finished in rows:
             if finished is not None:
                 self.last_success.labels(name, kind).set(finished.timestamp())
-
-    def record_live(self, result: LiveResult, now: datetime) -> None:
-        """A live snapshot: its requests and outcome, and the calls it found in progress."""
-        account = result.account
-        self.requests.labels(account).inc(result.requests)
-        self.retries.labels(account).inc(result.retries)
-        self.runs.labels(account, "live", result.status).inc()
-        if result.status == "ok":
-            self.live.labels(account, "ringing").set(result.ringing)
-            self.live.labels(account, "talking").set(result.talking)
-            self.last_success.labels(account, "live").set(now.timestamp())
-        elif result.status != "stopped":  # SIGTERM while a request waited: not an error
-            self.errors.labels(account, "live").inc()
 
     def update_lag(self, engine: Engine, now: datetime) -> None:
         with engine.connect() as conn:

@@ -22,7 +22,7 @@ from etl.api.client import CdrApiClient, Credentials, RequestStats
 from etl.api.paging import walk_window
 from etl.db.load import database_errors, load_page
 from etl.db.state import Completion, RunFigures
-from etl.errors import Stopped
+from etl.errors import Stopped, StoppedRetrying
 from etl.normalize import Cdr, Reject, normalize_page
 from etl.windows import Window
 
@@ -150,13 +150,14 @@ def store_window(
 
 
 def stoppable_sleep(stop: threading.Event) -> Callable[[float], None]:
-    """The wait before a request is retried, cut short by `stop` (the daemon's SIGTERM):
-    then the request is not tried again but the run stops (`Stopped`), storing the page
-    in hand, instead of spending its remaining attempts back to back."""
+    """The wait before a failed request is retried, cut short by `stop` (the daemon's
+    SIGTERM): then the request is not tried again but the run stops, storing the page in
+    hand, instead of spending its remaining attempts back to back. It is recorded as
+    failed (`StoppedRetrying`): its request was failing, so it is no success."""
 
     def sleep(seconds: float) -> None:
         if stop.wait(seconds):
-            raise Stopped(f"stopped while waiting {seconds:.1f}s to retry a request")
+            raise StoppedRetrying(f"stopped while waiting {seconds:.1f}s to retry a failed request")
 
     return sleep
 

@@ -28,7 +28,7 @@ from typing import ClassVar, Protocol
 from sqlalchemy import Connection, Engine
 
 from etl.db.state import RunFigures, account_lock, finish_run, start_run
-from etl.errors import EtlError, Stopped, error_kind
+from etl.errors import EtlError, Stopped, StoppedRetrying, error_kind
 from etl.logs import log_context
 from etl.redact import RedactingFilter, redact
 
@@ -186,6 +186,9 @@ class AccountRun:
         result = self.result
         if exc is None:
             return False
+        if isinstance(exc, StoppedRetrying):  # stopped in an outage: no success to record
+            result.status, result.error, result.error_kind = "failed", str(exc), exc.kind
+            return True
         if isinstance(exc, Stopped):
             result.status, result.error = "stopped", str(exc)
             return True

@@ -80,7 +80,7 @@ class VerifyResult:
     """The outcome of one account's verify, as the summary shows it."""
 
     account: str
-    status: str  # ok | differs | failed | skipped | stopped (the daemon was asked to stop)
+    status: str  # ok | differs | failed | skipped
     served: int = 0
     stored: int = 0
     missing: list[str] = field(default_factory=list)  # callids, sorted
@@ -100,7 +100,7 @@ class VerifyResult:
     @property
     def ok(self) -> bool:
         """Nothing wrong: no difference found, or the account was busy."""
-        return self.status in ("ok", "skipped", "stopped")
+        return self.status in ("ok", "skipped")
 
     def summary(self) -> str:
         line = (
@@ -184,7 +184,7 @@ def verify_account(
             _verify(engine, source, run_id, repair, since, result, result.figures, stats)
         finally:
             result.requests, result.retries = stats.requests, stats.retries
-            result.figures.requests, result.figures.retries = stats.requests, stats.retries
+            result.figures.add_requests(stats)
     return result
 
 

@@ -435,9 +435,9 @@ def test_postgres_restart_under_the_daemon_then_exact(sim: SimulatorServer, tmp_
 
 
 def test_live_snapshots_and_verifies_are_counted_like_syncs() -> None:
-    """A live snapshot's and a verify's requests count in cdr_etl_requests_total, and their
-    outcomes in cdr_etl_runs_total, as a sync's do; a failed snapshot is a live error, one
-    stopped by SIGTERM is none."""
+    """A live snapshot's and a verify's requests, retries and failed attempts count as a
+    sync's do, and their outcomes in cdr_etl_runs_total; a failed one is one error of its
+    kind; a verify's rows are those its repair stored, not the day it compared."""
     from prometheus_client import generate_latest
 
     from etl.db.state import RunFigures
@@ -446,20 +446,29 @@ def test_live_snapshots_and_verifies_are_counted_like_syncs() -> None:
     from etl.verify import VerifyResult
 
     metrics, now = Metrics(), datetime.now(UTC)
-    metrics.record_live(LiveResult("main", "ok", ringing=2, talking=3, requests=1), now)
-    metrics.record_live(LiveResult("main", "failed", requests=6, retries=5), now)
-    metrics.record_live(LiveResult("main", "stopped", requests=1), now)
-    verify = VerifyResult("main", "differs", figures=RunFigures(requests=1, inserted=4))
-    metrics.record_run(verify, now)
+    outage = RunFigures(requests=6, retries=5)
+    outage.errors.update({"5xx": 6})
+    metrics.record_live(LiveResult("main", "ok", ringing=2, talking=3,
+                                   figures=RunFigures(requests=1)), now)  # fmt: skip
+    metrics.record_live(LiveResult("main", "failed", figures=outage), now)
+    repaired = RunFigures(requests=1, inserted=4, unchanged=900, rejected=20)
+    metrics.record_verify(VerifyResult("main", "differs", figures=repaired), now)
+    metrics.record_verify(VerifyResult("main", "failed", figures=RunFigures(requests=1)), now)
     text = generate_latest(metrics.registry).decode()
     for line in (
         'cdr_etl_requests_total{account="main"} 9.0',
         'cdr_etl_retries_total{account="main"} 5.0',
+        'cdr_etl_errors_total{account="main",kind="5xx"} 6.0',
+        'cdr_etl_errors_total{account="main",kind="live"} 1.0',
+        'cdr_etl_errors_total{account="main",kind="verify"} 1.0',
         'cdr_etl_runs_total{account="main",kind="live",status="ok"} 1.0',
         'cdr_etl_runs_total{account="main",kind="live",status="failed"} 1.0',
         'cdr_etl_runs_total{account="main",kind="verify",status="differs"} 1.0',
-        'cdr_etl_errors_total{account="main",kind="live"} 1.0',
+        'cdr_etl_last_success_timestamp_seconds{account="main",kind="live"}',
         'cdr_etl_live_calls{account="main",state="talking"} 3.0',
         'cdr_etl_rows_total{account="main",outcome="inserted"} 4.0',
     ):
         assert line in text, line
+    assert 'outcome="unchanged"' not in text
+    assert 'outcome="rejected"' not in text
+    assert "run_" not in text  # a failed live or verify is counted once, as its own kind

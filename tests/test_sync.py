@@ -256,8 +256,8 @@ def test_a_stop_while_a_request_waits_to_be_retried_keeps_the_pages_in_hand(
     engine: Engine,
 ) -> None:
     """The daemon's SIGTERM during a retry's wait (30 s here): the request is not tried
-    again, the run stops at once as `stopped`, the pages already read are stored, and the
-    window's watermark does not move."""
+    again, the run stops at once, recorded as failed (it met an outage, no success), the
+    pages already read are stored, and the window's watermark does not move."""
     stop = threading.Event()
     now = utc(2024, 6, 3, 18, 0, 0)  # noon in Costa Rica: the first window is busy
     with world(engine, now=now) as w:
@@ -273,8 +273,13 @@ def test_a_stop_while_a_request_waits_to_be_retried_keeps_the_pages_in_hand(
         with client:
             result = sync_account(engine, source, w.account, w.sync, now, "stop", stop=stop)
         assert time.monotonic() - began < 10
-        assert result.status == "stopped"
+        # no success to record: its request was failing (v_sync_health, the metrics)
+        assert (result.status, result.error_kind) == ("failed", "transient")
         assert transport.requests == 3  # two pages, one 503, no retry
+        with engine.connect() as conn:
+            row = conn.execute(select(runs.c.status, runs.c.error)).one()
+        assert row.status == "failed"
+        assert "stopped while waiting 30.0s to retry a failed request" in (row.error or "")
         first = local(now, "America/Costa_Rica") - timedelta(hours=24)
         assert set(w.watermarks().values()) == {first}  # each pass still at its start
         stored = w.stored()
