@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         sim_process.wait(timeout=30)
         if args.keep:
             print(f"kept database: {url}", file=log)
+            if args.no_kept_data:
+                print("  (its cdr_rollup_refresh does nothing: not for dashboards)", file=log)
         else:
             admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -53,8 +53,8 @@ def backfill_account(
         backfill_id, done = open_backfill(
             engine, source.account_id, start, end, int(window.total_seconds())
         )
-        total = sum(1 for _ in iter_split(start, end, window))
-        stored = sum(1 for w in iter_split(start, end, window) if w.start in done)
+        total = -(-(end - start) // window)  # windows of the range, counted, not listed
+        stored = sum(1 for s in done if start <= s < end and (s - start) % window == timedelta(0))
         if stored:
             log.info("resuming: %d of %d windows already stored", stored, total)
         todo = (w for w in iter_split(start, end, window) if w.start not in done)
@@ -95,18 +95,22 @@ class _Windows:
         self.finished, self.total = done, total
         if self.progress:
             self.progress(self.finished, self.total, RunFigures())
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="backfill") as pool:
-            try:
-                running = {self._start(pool, w) for w in islice(todo, concurrency)}
-                while running:
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
-                    failures = [f.exception() for f in finished if f.exception() is not None]
-                    if failures:
-                        raise failures[0]  # type: ignore[misc]
-                    running |= {self._start(pool, w) for w in islice(todo, len(finished))}
-            except KeyboardInterrupt:  # Ctrl-C: store the pages in hand, then stop
-                self.stop.set()
-                raise
+        try:
+            with ThreadPoolExecutor(concurrency, thread_name_prefix="backfill") as pool:
+                try:
+                    running = {self._start(pool, w) for w in islice(todo, concurrency)}
+                    while running:
+                        finished, running = wait(running, return_when=FIRST_COMPLETED)
+                        failures = [f.exception() for f in finished if f.exception() is not None]
+                        if failures:  # the windows running finish; no new one starts
+                            raise failures[0]  # type: ignore[misc]
+                        running |= {self._start(pool, w) for w in islice(todo, len(finished))}
+                except KeyboardInterrupt:  # Ctrl-C: store the pages in hand, then stop
+                    self.stop.set()
+                    raise
+        except KeyboardInterrupt:  # also while the pool waits for the windows running
+            self.stop.set()
+            raise
 
     def _start(self, pool: ThreadPoolExecutor, window: Window) -> Future[None]:
         """Read `window` on a thread of the pool, in this thread's context: its log lines

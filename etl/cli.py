@@ -484,7 +484,7 @@ def backfill(
     if window is not None and window <= timedelta(0):
         raise click.BadParameter("must be longer than 0s", param_hint="'--window'")
     size = window or app.settings.sync.window
-    _not_far_ahead(end, *app.settings.select_accounts((name,)))
+    _not_far_ahead(end, app.settings.account(name))
     with _client(app) as client, _progress(no_progress) as progress:
         ((account, source),) = _sources(app, client, (name,))
         result = backfill_account(

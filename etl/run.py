@@ -140,6 +140,8 @@ class AccountRun:
     ) -> None:
         self.engine, self.result, self.account_id, self.run_id = engine, result, account_id, run_id
         self.lock, self.history = lock, history
+        if history and lock != result.kind:  # start_run relies on it (one run of a kind)
+            raise ValueError(f"a {result.kind} run must hold the {result.kind!r} lock")
         self.range_start, self.range_end = range_start, range_end
         self.busy_message, self.busy_error = busy_message, busy_error
         self.conn: Connection | None = None

@@ -162,13 +162,20 @@ def start_run(
 ) -> int:
     with engine.begin() as conn:
         # The caller holds this account's lock of this kind of run, so an earlier run of
-        # the kind still marked running is no longer running: its process died (kill -9,
-        # a lost connection) before it could record its end.
+        # the kind still marked running is no longer running: its process died (kill -9)
+        # before it could record its end. It is marked failed, finished when found.
+        # Only the latest can be: the run after a dead one marks it (one index probe).
+        latest = (
+            select(runs.c.id)
+            .where(runs.c.account_id == account_id, runs.c.kind == kind)
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
         conn.execute(
             update(runs)
-            .where(runs.c.account_id == account_id, runs.c.kind == kind)
-            .where(runs.c.status == "running")
-            .values(status="failed", error=ABANDONED)
+            .where(runs.c.id == latest, runs.c.status == "running")
+            .values(status="failed", error=ABANDONED, finished_at=func.now())
         )
         row_id: int = conn.execute(
             insert(runs)
