@@ -239,10 +239,13 @@ class _Scripted(httpx.BaseTransport):
     def __init__(self, fails: Callable[[int], bool], stop: threading.Event | None = None):
         self.inner, self.fails, self.stop = httpx.HTTPTransport(), fails, stop
         self.requests = 0
+        self.lock = threading.Lock()  # a backfill's windows request from several threads
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests += 1
-        if not self.fails(self.requests):
+        with self.lock:
+            self.requests += 1
+            number = self.requests
+        if not self.fails(number):
             return self.inner.handle_request(request)
         if self.stop is not None:
             threading.Timer(0.2, self.stop.set).start()
