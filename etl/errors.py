@@ -16,6 +16,7 @@
     └── BackfillBusy             another backfill of the account is running: exit 1
 
     Stopped (not an EtlError)    the run was asked to stop; it ends cleanly
+    └── StoppedRetrying          ... while a failed request waited: recorded as failed
 
 Messages are built from fields kept on the exception, never from a URL: every request
 URL carries the account password in its query string. Third-party errors are translated
