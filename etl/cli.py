@@ -701,8 +701,9 @@ def verify(app: App, name: str, repair: bool) -> int:
     with _client(app) as client:
         ((account, source),) = _sources(app, client, (name,))
         result = verify_account(
-            app.engine, source, account.name, utc_now(), _run_id(), repair=repair
-        )
+            app.engine, source, account.name, utc_now(), _run_id(), repair=repair,
+            healthy_lag=app.settings.sync.healthy_lag,
+        )  # fmt: skip
     click.echo(result.summary(), err=result.status == "failed")
     for label, callids in (("missing", result.missing), ("different", result.different),
                            ("extra", result.extra)):  # fmt: skip

@@ -121,6 +121,14 @@ class SyncSettings(_Section):
     def _positive(cls, value: timedelta) -> timedelta:
         return _positive(value)
 
+    @property
+    def healthy_lag(self) -> timedelta:
+        """How far a healthy sync's newest watermark may trail now: the shortest pass's
+        delay, plus a run's interval and its jitter, plus one window. `verify` counts the
+        CDRs older than that as due even when the watermark is further behind (a stuck
+        sync is what verify is for)."""
+        return self.passes[0] + self.interval + self.jitter + self.window
+
     @field_validator("passes")
     @classmethod
     def _passes(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:

@@ -184,7 +184,10 @@ class Daemon:
             return
         now, run_id = self.clock(), _run_id()
         try:
-            result = verify_account(self.engine, source, account.name, now, run_id, repair=True)
+            result = verify_account(
+                self.engine, source, account.name, now, run_id, repair=True,
+                healthy_lag=self.settings.sync.healthy_lag,
+            )  # fmt: skip
         except Exception as exc:  # the database refused even the lock: count it, go on
             error = _job_failed("verify", account.name, exc, run_id)
             result = VerifyResult(account.name, "failed", error=error)

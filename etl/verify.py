@@ -5,7 +5,9 @@ timeout), normalized and deduplicated by `callid` (the last one served wins), co
 with the account's rows of `cdrs`:
 
     missing    served, not stored (of the CDRs up to the sync's newest watermark: newer
-               ones are counted as `pending`, not yet due)
+               ones are counted as `pending`, not yet due; but a watermark that trails
+               now by more than `healthy_lag` is a stuck sync, and every CDR older than
+               that lag is due)
     different  stored with another content hash than the one served (stale content)
     extra      stored, not served, with a `detect_time` within [min, max] of the served
                records' `detect_time` (the range the answer is known to cover), and not
@@ -163,6 +165,7 @@ def verify_account(
     run_id: str,
     *,
     repair: bool = False,
+    healthy_lag: timedelta | None = None,
 ) -> VerifyResult:
     """Compare the last 24 hours the provider serves with `cdrs`; with `repair`, store
     what is missing or different. Records a `runs` row of kind "verify". A naive `now`
@@ -181,7 +184,8 @@ def verify_account(
             return result
         try:
             since = now - RECENT_SPAN + EDGE
-            _verify(engine, source, run_id, repair, since, result, result.figures, stats)
+            due_by = now - healthy_lag if healthy_lag is not None else None
+            _verify(engine, source, run_id, repair, since, due_by, result, stats)
         finally:
             result.requests, result.retries = stats.requests, stats.retries
             result.figures.add_requests(stats)
@@ -194,11 +198,12 @@ def _verify(
     run_id: str,
     repair: bool,
     since: datetime,
+    due_by: datetime | None,
     result: VerifyResult,
-    figures: RunFigures,
     stats: RequestStats,
 ) -> None:
-    """Fetch, compare, and repair if asked, filling `result` and `figures` on the way."""
+    """Fetch, compare, and repair if asked, filling `result` on the way."""
+    figures = result.figures
     records = source.client.fetch_recent(source.creds, stats=stats)
     received = datetime.now(UTC)
     figures.pages = 1
@@ -207,7 +212,7 @@ def _verify(
     served = {leg.callid: leg for leg in page.legs}
     bad = page.rejects
     result.rejected = figures.rejected = len(bad)
-    served, result.pending = _due(engine, source, served)
+    served, result.pending = _due(engine, source, served, due_by)
     stored = _stored_in_scope(engine, source.account_id, served, since)
     found = compare(served, stored)
     result.stored = found.stored
@@ -227,15 +232,20 @@ def _verify(
     result.repaired = counts.inserted + counts.updated
 
 
-def _due(engine: Engine, source: Source, served: dict[str, Cdr]) -> tuple[dict[str, Cdr], int]:
+def _due(
+    engine: Engine, source: Source, served: dict[str, Cdr], due_by: datetime | None
+) -> tuple[dict[str, Cdr], int]:
     """The served CDRs the sync should already hold: those up to the most advanced pass's
-    watermark (a CDR of the last two minutes is not missing, just not due yet). With no
-    watermark (never synced), all of them."""
+    watermark (a CDR of the last two minutes is not missing, just not due yet), and at
+    least those detected by `due_by` (a sync further behind is stuck: they are missing).
+    With no watermark (never synced), all of them."""
     with engine.connect() as conn:
         marks = read_watermarks(conn, source.account_id)
     if not marks:
         return served, 0
     cutoff = to_utc(max(marks.values()), source.tz)
+    if due_by is not None:
+        cutoff = max(cutoff, due_by)
     due = {
         callid: leg
         for callid, leg in served.items()

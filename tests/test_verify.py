@@ -13,7 +13,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from etl.config import SyncSettings
 from etl.db.models import cdrs, rejects, runs
 from etl.db.state import account_lock
-from etl.normalize import content_hash
+from etl.normalize import content_hash, to_utc
 from etl.verify import VerifyResult, verify_account
 from etl.windows import wall_clock
 from tests.simworld import PASSWORD, USERNAME, World, utc, world
@@ -37,8 +37,9 @@ def synced(w: World) -> None:
 
 def verify(w: World, *, repair: bool = False, password: str = PASSWORD) -> VerifyResult:
     return verify_account(
-        w.engine, w.source(password), "main", w.clock(), "verify-test", repair=repair
-    )
+        w.engine, w.source(password), "main", w.clock(), "verify-test", repair=repair,
+        healthy_lag=w.sync.healthy_lag,
+    )  # fmt: skip
 
 
 def verify_runs(engine: Engine) -> list[Any]:
@@ -77,6 +78,30 @@ def test_cdrs_newer_than_the_watermark_are_not_due_yet(engine: Engine) -> None:
         assert result.status == "ok", result
         assert result.pending > 0  # calls ended in the last two minutes
         assert result.served == result.stored + result.pending
+
+
+def test_a_stuck_sync_leaves_cdrs_missing_not_pending(engine: Engine) -> None:
+    """Three hours after the last sync (its watermark trails now by more than
+    sync.healthy_lag, 1 h 7 min 30 s by default), the CDRs detected before that lag are
+    missing, not pending: verify says the sync is stuck, and --repair stores them. Only
+    the last lag's CDRs stay pending."""
+    with world(engine, now=START, calls_per_hour=600) as w:
+        assert w.run().status == "ok"
+        w.clock.advance(hours=3)
+        found = verify(w)
+        assert found.status == "differs"
+        assert len(found.missing) > 100  # about two hours of calls
+        assert found.pending > 0
+        repaired = verify(w, repair=True)
+        assert repaired.repaired == len(found.missing)
+        again = verify(w)
+        assert (again.status, again.pending) == ("ok", found.pending)
+        due_by = w.clock() - w.sync.healthy_lag
+        stored = w.stored()
+        for callid, record in recent_answer(w).items():
+            detected = record.get("detect_time")
+            if detected and to_utc(datetime.fromisoformat(detected), w.tz) <= due_by:
+                assert callid in stored, callid
 
 
 def test_verify_finds_and_repairs_exactly_the_damage(engine: Engine) -> None:
