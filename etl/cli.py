@@ -566,6 +566,11 @@ def _progress(disabled: bool) -> Iterator[Progress | None]:
     help="Order of by-date rows: sorted; rows sharing a second reshuffled on every request; "
     "or every request in a fresh random order (no ORDER BY).",
 )  # fmt: skip
+@click.option(
+    "--bounds", type=click.Choice(["inclusive", "exclusive", "start_inclusive", "end_inclusive"]),
+    default="inclusive", show_default=True,
+    help="Which ends of a by-date range the server includes: both, neither, or one.",
+)  # fmt: skip
 @click.option("--envelope", type=click.Choice(["bare", "cdrs", "data"]), default="bare",
               show_default=True, help="JSON answers: a bare array, or under that key.")  # fmt: skip
 def simulate(**options: Any) -> None:
@@ -584,7 +589,7 @@ def simulate(**options: Any) -> None:
         raise click.BadParameter(str(exc), param_hint="'--faults'") from None
     account = SimAccount(
         seed=options["seed"], calls_per_hour=options["calls_per_hour"],
-        timezone=options["timezone"], order=options["order"],
+        timezone=options["timezone"], order=options["order"], bounds=options["bounds"],
     )  # fmt: skip
 
     def ready(server: SimulatorServer) -> None:

@@ -7,7 +7,8 @@ are `delay` behind (`complete_up_to`); the missing hour of a spring-forward is a
 that simply holds nothing.
 
 Windows are closed ranges `[start, end]` whose adjacent members share their boundary
-second (the API's bound inclusiveness is not stated; dedup makes the overlap harmless).
+second. The API's bound inclusiveness is not stated: the reader asks one second beyond
+each end (`etl.api.paging`), and dedup makes the overlaps harmless.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from etl.db.models import cdrs, watermarks
 from etl.normalize import content_hash
 from etl.pipeline import Source
 from etl.simulator import Faults, SimAccount, Simulator, SimulatorServer
+from etl.simulator.app import Bounds
 from etl.simulator.store import Order
 from etl.sync import AccountResult, sync_account
 
@@ -184,11 +185,12 @@ def world(
     calls_per_hour: float = 60,
     seed: int = 7,
     order: Order = "sorted",
+    bounds: Bounds = "inclusive",
 ) -> Iterator[World]:
     clock = Clock(now)
     account = SimAccount(
         username=USERNAME, password=PASSWORD, timezone=timezone, seed=seed,
-        calls_per_hour=calls_per_hour, order=order,
+        calls_per_hour=calls_per_hour, order=order, bounds=bounds,
     )  # fmt: skip
     sim = Simulator([account], start=now - timedelta(days=days), faults=faults, clock=clock)
     config = AccountConfig(name="main", username=USERNAME, timezone=timezone)

@@ -19,6 +19,7 @@ from etl.backfill import backfill_account
 from etl.config import SyncSettings
 from etl.db.models import backfill_windows, cdrs, runs, watermarks
 from etl.simulator import Faults, SimAccount, Simulator, SimulatorServer
+from etl.simulator.app import Bounds
 from etl.simulator.store import Order
 from etl.verify import verify_account
 from tests.simworld import World, local, utc, world
@@ -117,6 +118,42 @@ def test_a_well_behaved_server_costs_no_extra_request(engine: Engine) -> None:
             ).one()
         assert requests == pages + windows == w.sim.stats.requests
         assert disturbed(engine) == (0, 0)
+
+
+BOUNDS = ["inclusive", "exclusive", "start_inclusive", "end_inclusive"]
+
+
+def on_the_second(records: dict[str, dict[str, object]], *moments: datetime) -> set[str]:
+    """The callids of the records whose detect time is one of these wall-clock seconds."""
+    wanted = {f"{moment:%Y-%m-%d %H:%M:%S}" for moment in moments}
+    return {k for k, record in records.items() if record.get("detect_time") in wanted}
+
+
+@pytest.mark.parametrize("bounds", BOUNDS)
+@pytest.mark.parametrize("order", ["sorted", "unordered"])
+def test_every_second_is_stored_whatever_the_servers_date_bounds(
+    engine: Engine, bounds: Bounds, order: Order
+) -> None:
+    """API.md does not say whether dateStart and dateEnd are inclusive. Whatever they are
+    (both, neither, only one), a backfill and a sync store the CDRs that lie exactly on a
+    window's boundary second and on its sub-windows' cuts, and nothing beyond the second
+    next to the range asked."""
+    with world(
+        engine, now=START, days=HISTORY, calls_per_hour=BUSY * 2, order=order, bounds=bounds
+    ) as w:
+        w.page_size = 200
+        end = local(START, w.account.timezone) - timedelta(hours=1)
+        start = end - timedelta(hours=3)
+        cuts = [start + timedelta(hours=h) for h in range(4)]
+        assert len(on_the_second(w.truth(start, end), *cuts)) >= 4, "no CDR on a boundary"
+        backfill(w, start, end, timedelta(hours=1))
+        assert_stored_exactly(w, start, end)
+        second = timedelta(seconds=1)
+        assert set(w.stored()) <= set(w.truth(start - second, end + second))
+        w.clock.advance(minutes=90)  # the sync starts where the backfill ended
+        w.sync = SyncSettings(passes=(timedelta(minutes=2),), initial_lookback=timedelta(hours=2.5))
+        assert w.run().status == "ok"
+        assert_stored_exactly(w, start, watermark(engine))
 
 
 def watermark(engine: Engine) -> datetime:

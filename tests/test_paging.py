@@ -17,6 +17,8 @@ from etl.errors import FatalSourceError, TransientSourceError
 
 CREDS = Credentials("8569841", "98765432109")
 START, END = datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 11)
+SECOND = timedelta(seconds=1)
+BOUNDS = ["inclusive", "exclusive", "start_inclusive", "end_inclusive"]
 
 
 class FakeServer:
@@ -37,7 +39,8 @@ class FakeServer:
         cant: int,
         stats: RequestStats | None = None,
     ) -> list[dict[str, Any]]:
-        assert (creds, date_start, date_end) == (CREDS, START, END)
+        # one second more at each end: every second of the window whatever the bounds
+        assert (creds, date_start, date_end) == (CREDS, START - SECOND, END + SECOND)
         self.asked.append((ini, cant))
         if stats is not None:
             stats.add_request()
@@ -142,9 +145,9 @@ def test_bad_arguments() -> None:
 
 
 class ShufflingServer:
-    """A window's rows by detect time (inclusive bounds), ordered as asked on each request:
-    `sorted` (stable), `ties` (rows sharing a second reshuffled), `unordered` (all shuffled);
-    an optional silent page cap; `exclusive_end` treats dateEnd as exclusive."""
+    """A window's rows by detect time, ordered as asked on each request: `sorted` (stable),
+    `ties` (rows sharing a second reshuffled), `unordered` (all shuffled); an optional
+    silent page cap; `bounds` says which ends of the asked range the server includes."""
 
     def __init__(
         self,
@@ -153,13 +156,13 @@ class ShufflingServer:
         *,
         cap: int | None = None,
         seed: int = 0,
-        exclusive_end: bool = False,
+        bounds: str = "inclusive",
     ) -> None:
         self.rows = [
             {"callid": str(i), "detect_time": f"{START + timedelta(seconds=s):%Y-%m-%d %H:%M:%S}"}
             for i, s in enumerate(seconds)
         ]
-        self.order, self.cap, self.exclusive_end = order, cap, exclusive_end
+        self.order, self.cap, self.bounds = order, cap, bounds
         self.rng = random.Random(seed)
         self.asked: list[tuple[datetime, datetime, int, int]] = []
 
@@ -175,13 +178,12 @@ class ShufflingServer:
         self.asked.append((date_start, date_end, ini, cant))
         if stats is not None:
             stats.add_request()
+        if self.bounds in ("exclusive", "end_inclusive"):
+            date_start += SECOND
+        if self.bounds in ("exclusive", "start_inclusive"):
+            date_end -= SECOND
         lo, hi = f"{date_start:%Y-%m-%d %H:%M:%S}", f"{date_end:%Y-%m-%d %H:%M:%S}"
-        rows = [
-            r
-            for r in self.rows
-            if lo <= r["detect_time"] and (r["detect_time"] < hi or (
-                not self.exclusive_end and r["detect_time"] == hi))
-        ]  # fmt: skip
+        rows = [r for r in self.rows if lo <= r["detect_time"] <= hi]
         rows.sort(key=lambda r: (r["detect_time"], int(r["callid"])))
         if self.order == "unordered":
             self.rng.shuffle(rows)
@@ -242,18 +244,23 @@ def test_a_well_behaved_server_costs_nothing_extra(cap: int | None) -> None:
 def test_one_second_beyond_a_page_is_an_error_not_a_silent_completion() -> None:
     """More rows in one second than a page holds cannot be read without order: fatal."""
     server = ShufflingServer([10] * 120 + list(range(100, 400)), "ties")
-    with pytest.raises(FatalSourceError, match="share the second 2024-05-01 10:00:10"):
+    seconds_around_10 = r"lie in the seconds 2024-05-01 10:00:(08|09|10)\.\."
+    with pytest.raises(FatalSourceError, match=seconds_around_10):
         read(server, 50, RequestStats())
 
 
-def test_exclusive_date_bounds_are_caught_by_the_coverage_check() -> None:
-    """A server whose dateEnd is exclusive answers [t, t] with nothing: when a busy second
-    must be read alone, the order-proof read lacks rows the walk met, and says so instead
-    of completing."""
-    seconds = [10] * 25 + list(range(100, 700, 3))
-    server = ShufflingServer(seconds, "unordered", exclusive_end=True)
-    with pytest.raises(FatalSourceError, match="not be inclusive"):
-        read(server, 20, RequestStats())
+@pytest.mark.parametrize("bounds", BOUNDS)
+@pytest.mark.parametrize("order", ["sorted", "unordered"])
+def test_every_second_is_read_whatever_the_servers_bounds(bounds: str, order: str) -> None:
+    """Inclusive, exclusive or half-open date bounds: the rows on the window's first and
+    last seconds, and (under a moving order) on every sub-window's boundary (the cuts fall
+    on rows' seconds), all come back. Without a second asked beyond each end, an exclusive
+    server loses the window's ends and the sub-windows' cuts."""
+    seconds = [0, 0, 3600, 3600, *range(100, 3600, 3), *range(100, 3600, 7)]
+    server = ShufflingServer(seconds, order, bounds=bounds)
+    stats = RequestStats()
+    assert set(read(server, 20, stats)) == {r["callid"] for r in server.rows}
+    assert stats.disturbed == (order != "sorted")
 
 
 def test_the_duplicated_rows_quirk_inside_a_page_is_not_a_disturbance() -> None:
@@ -285,11 +292,13 @@ def test_the_read_returns_exactly_the_window_rows(
     exactly the window's rows, or (a second fuller than a page) refuses with an error."""
     server = ShufflingServer(seconds, order, cap=cap, seed=seed)
     limit = min(page_size, cap or page_size)
-    if seconds and max(Counter(seconds).values()) >= limit and order != "sorted":
+    per_second = Counter(seconds)
+    asked_alone = (sum(per_second[t + d] for d in (-1, 0, 1)) for t in per_second)
+    if max(asked_alone, default=0) >= limit and order != "sorted":  # [t, t] asks 3 seconds
         try:  # may be read whole if no walk was disturbed; never completed with a loss
             got = read(server, page_size, RequestStats())
         except FatalSourceError as exc:
-            assert "share the second" in str(exc)  # noqa: PT017 (the read may also succeed)
+            assert "lie in the seconds" in str(exc)  # noqa: PT017 (it may also succeed)
             return
     else:
         got = read(server, page_size, RequestStats())

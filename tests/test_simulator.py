@@ -427,6 +427,31 @@ def test_filter_field_can_be_the_disconnect_time() -> None:
     assert any(row["detect_time"] < WINDOW[0] for row in rows)
 
 
+@pytest.mark.parametrize(
+    ("bounds", "first", "last"),
+    [("inclusive", 0, 2), ("exclusive", 1, 1), ("start_inclusive", 0, 1), ("end_inclusive", 1, 2)],
+)
+def test_date_bounds_can_exclude_either_end(bounds: str, first: int, last: int) -> None:
+    """`bounds` says which ends of [dateStart, dateEnd] a by-date answer includes: asked for
+    the three seconds around a busy second, it serves the seconds from `first` to `last`."""
+    sim = make_sim(calls_per_hour=3000, bounds=bounds)
+    truth = sim.truth_between(USER, *WINDOW)
+    times = sorted({row["detect_time"] for row in truth.values()})
+    busy = datetime.fromisoformat(times[len(times) // 2])  # a second with CDRs, in the middle
+    seconds = [f"{busy + timedelta(seconds=i):%Y-%m-%d %H:%M:%S}" for i in (-1, 0, 1)]
+    with serving(sim) as (url, client):
+        rows = read_all(client, url, seconds[0], seconds[2])
+    expected = sim.truth_between(USER, seconds[first], seconds[last])
+    assert rows
+    assert by_callid(rows) == expected
+    assert {row["detect_time"] for row in rows} <= set(seconds[first : last + 1])
+
+
+def test_unknown_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="bounds must be one of"):
+        SimAccount(bounds="open")  # type: ignore[arg-type]
+
+
 def test_tiny_caches_serve_the_same_records() -> None:
     """With caches far too small to hold a window, answers are regenerated identically."""
     clock = ManualClock()

@@ -19,10 +19,15 @@ skips a row at a page boundary and reads another twice. So a window is read in t
    than any page cap seen holds the whole sub-window, in whatever order: no boundary can
    cut through it. A full answer is split in two and read again. A single second that
    fills a page cannot be split: a `FatalSourceError`, never a silent completion.
-   Every callid the walk met must come back in the order-proof read, or the server's
-   date bounds are not what the read assumes (inclusive): a `FatalSourceError` too.
+   Every callid the walk met must come back in the order-proof read (it asks for the same
+   seconds), or the server answers the same range differently: a `FatalSourceError` too.
 
-Sub-windows share their boundary second (adjacent windows do too): the load dedups.
+Whether the server's date bounds are inclusive is not stated: every request asks for one
+second more at each end than the range it reads (`_ask`), so each second of the range is
+asked for whether the server's bounds are inclusive, exclusive or half-open. Adjacent
+windows and sub-windows share their boundary second, so their requests overlap by up to
+three seconds; the load dedups. A range's neighbouring seconds may be stored with it: they
+are real CDRs, never a loss.
 The walk's guards turn a misbehaving server into a `FatalSourceError` instead of a loop:
 a page identical to the previous one although `ini` moved (the server ignores `ini`),
 and more than `max_pages` pages in one window. `RequestStats` counts disturbed windows
@@ -43,6 +48,7 @@ from etl.errors import FatalSourceError
 __all__ = ["PageSource", "walk_window"]
 
 Record = dict[str, Any]
+_SECOND = timedelta(seconds=1)
 
 
 class PageSource(Protocol):
@@ -112,7 +118,7 @@ def _walk(
     last = 0  # the length of the page before
     previous: object = None
     for _ in range(max_pages):
-        page = client.fetch_page(creds, start, end, ini, page_size, stats)
+        page = _ask(client, creds, start, end, ini, page_size, stats)
         if not page:
             return
         identity = _identity(page)
@@ -160,7 +166,7 @@ class _OrderProofRead:
         pending = list(reversed(_plan(start, end, self.walk.times, self.limit)))
         while pending:  # depth first, so sub-windows come in time order
             lo, hi = pending.pop()
-            page = self.client.fetch_page(self.creds, lo, hi, 0, self.page_size, self.stats)
+            page = _ask(self.client, self.creds, lo, hi, 0, self.page_size, self.stats)
             if len(page) < self.limit:
                 self.found.update(_key(record) for record in page)
                 if page:
@@ -168,8 +174,10 @@ class _OrderProofRead:
                 continue
             if lo == hi:
                 raise FatalSourceError(
-                    f"{self.walk.name}: {len(page)} or more records share the second "
-                    f"{lo:%Y-%m-%d %H:%M:%S}, more than one page holds ({self.limit}); "
+                    f"{self.walk.name}: {len(page)} or more records lie in the seconds "
+                    f"{_span(lo - _SECOND, hi + _SECOND)} (a second is asked with one either "
+                    f"side: the server's bounds may be exclusive), more than one page holds "
+                    f"({self.limit}); "
                     "the server's order moves between requests, so they cannot be read "
                     "completely (raise api.page_size if the server allows bigger pages)"
                 )
@@ -178,7 +186,7 @@ class _OrderProofRead:
         if missing:
             raise FatalSourceError(
                 f"{self.walk.name}: the read by sub-windows lacks {missing} record(s) the "
-                "paged read returned; the server's date bounds may not be inclusive"
+                "paged read returned for the same seconds"
             )
 
 
@@ -197,6 +205,21 @@ def _plan(
     if cuts[-1] < end or len(cuts) == 1:
         cuts.append(end)
     return list(pairwise(cuts))
+
+
+def _ask(
+    client: PageSource,
+    creds: Credentials,
+    lo: datetime,
+    hi: datetime,
+    ini: int,
+    cant: int,
+    stats: RequestStats,
+) -> list[Record]:
+    """One page of the range [lo, hi] (naive provider times), asked one second wider at each
+    end: whatever the server's bounds, inclusive, exclusive or half-open, every second of
+    [lo, hi] lies inside what it answers."""
+    return client.fetch_page(creds, lo - _SECOND, hi + _SECOND, ini, cant, stats)
 
 
 def _halves(lo: datetime, hi: datetime) -> list[tuple[datetime, datetime]]:

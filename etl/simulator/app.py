@@ -5,8 +5,9 @@ Pure apart from its injected clock and its caches; `server.py` puts it on a sock
 Modes (callmyway/API.md):
 
 - by date: `dateStart`, `dateEnd` (`YYYY-MM-DD HH:MM:SS`, the account's local wall clock,
-  both bounds inclusive) filter on `detect_time` (the `filter_field` option picks
-  `connect_time` or `disconnect_time` instead); `ini` skips rows, `cant` limits them (no
+  both bounds inclusive unless the account's `bounds` says otherwise) filter on
+  `detect_time` (the `filter_field` option picks `connect_time` or `disconnect_time`
+  instead); `ini` skips rows, `cant` limits them (no
   `cant`: all the rest); rows ordered by the filter field, then callid.
 - `live=1`: legs in progress at the sim clock (ringing: no `connect_time`; talking:
   `connect_time` set, `disconnect_time` empty) plus legs that ended in the last few
@@ -38,6 +39,8 @@ from .render import CONTENT_TYPES, ENVELOPES, FORMATS, Envelope, Format, render,
 from .store import FILTER_FIELDS, ORDERS, AccountStore, FilterField, Order
 
 Action = Literal["send", "drop", "truncate"]
+Bounds = Literal["inclusive", "exclusive", "start_inclusive", "end_inclusive"]
+BOUNDS: tuple[Bounds, ...] = ("inclusive", "exclusive", "start_inclusive", "end_inclusive")
 Clock = Callable[[], datetime]
 BAD_CREDENTIALS = "Invalid username or password"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -70,9 +73,16 @@ class SimAccount:
     random order on every request, as MySQL's ORDER BY ... LIMIT may), `unordered` (the
     window's rows in a fresh random order on every request: no ORDER BY)."""
 
+    bounds: Bounds = "inclusive"
+    """Which ends of a by-date range the server includes (API.md: not stated): both
+    (`inclusive`, SQL's BETWEEN), neither (`exclusive`), `start_inclusive` (`>= AND <`)
+    or `end_inclusive` (`> AND <=`)."""
+
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {self.order!r}")
+        if self.bounds not in BOUNDS:
+            raise ValueError(f"bounds must be one of {', '.join(BOUNDS)}, not {self.bounds!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +230,7 @@ class Simulator:
         if paging is None:
             return "Invalid ini or cant"
         ini, cant = paging
+        lo, hi = _included(lo, hi, account.bounds)
         cap = self.faults.page_cap
         if cap is not None:
             cant = cap if cant is None else min(cant, cap)
@@ -302,6 +313,17 @@ def _aware(moment: datetime, what: str) -> datetime:
 
 def _error(message: str, fmt: Format) -> SimResponse:
     return SimResponse(200, {"Content-Type": CONTENT_TYPES[fmt]}, render_error(message, fmt))
+
+
+def _included(lo: str, hi: str, bounds: Bounds) -> tuple[str, str]:
+    """The inclusive range of seconds a by-date range covers under these bounds (times
+    have whole seconds, so an excluded bound is the second next to it included)."""
+    second = timedelta(seconds=1)
+    if bounds in ("exclusive", "end_inclusive"):
+        lo = f"{datetime.fromisoformat(lo) + second:%Y-%m-%d %H:%M:%S}"
+    if bounds in ("exclusive", "start_inclusive"):
+        hi = f"{datetime.fromisoformat(hi) - second:%Y-%m-%d %H:%M:%S}"
+    return lo, hi
 
 
 def _valid_date(text: str) -> bool:
