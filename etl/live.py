@@ -39,7 +39,7 @@ from sqlalchemy import Engine, delete, insert
 from etl.api.client import RequestStats
 from etl.db.models import live_calls, live_samples
 from etl.db.state import RunFigures
-from etl.normalize import Cdr, normalize_page
+from etl.normalize import SAME_CALLID, Cdr, normalize_page
 from etl.pipeline import Source
 from etl.run import AccountRun
 
@@ -106,10 +106,11 @@ class LiveSnapshot:
 
 
 def classify(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> LiveSnapshot:
-    """Pure: normalize, dedup by callid (last wins), and sort the legs into ringing,
-    talking and just ended; records that do not normalize are counted in `rejected`."""
+    """Pure: normalize, dedup by callid (last wins: a leg may change state within one
+    answer), and sort the legs into ringing, talking and just ended; records that do not
+    normalize are counted in `rejected`."""
     page = normalize_page(records, tz)
-    snapshot = LiveSnapshot(rejected=len(page.rejects))
+    snapshot = LiveSnapshot(rejected=sum(r.reason != SAME_CALLID for r in page.rejects))
     for leg in page.legs:
         if leg.disconnect_time is not None:
             snapshot.ended += 1

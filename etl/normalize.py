@@ -414,9 +414,16 @@ def normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:
         return Reject(f"cannot normalize: {type(exc).__name__}", _whole(raw), None)
 
 
+SAME_CALLID = (
+    "a later record of the same answer has this callid and other content (the provider "
+    "does not promise unique callids): that one is stored in cdrs, this one kept here"
+)
+
+
 class NormalizedPage(NamedTuple):
     """A page of raw records, normalized: one leg per callid (the last one served wins),
-    sorted by callid, and the records that did not normalize."""
+    sorted by callid, and the records that did not normalize or lost to a later record
+    of the same callid with other content (`SAME_CALLID`)."""
 
     legs: list[Cdr]
     rejects: list[Reject]
@@ -425,15 +432,18 @@ class NormalizedPage(NamedTuple):
 def normalize_page(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> NormalizedPage:
     """Normalize every record of a page and dedup the legs by callid (pure; never raises).
     Every job reads its pages through this one function."""
-    legs: list[Cdr] = []
+    legs: dict[str, Cdr] = {}
     rejects: list[Reject] = []
     for record in records:
         result = normalize(record, tz)
-        if isinstance(result, Cdr):
-            legs.append(result)
-        else:
+        if not isinstance(result, Cdr):
             rejects.append(result)
-    return NormalizedPage(dedup(legs), rejects)
+            continue
+        earlier = legs.get(result.callid)
+        if earlier is not None and earlier.content_hash != result.content_hash:
+            rejects.append(Reject(SAME_CALLID, earlier.raw, earlier.callid))
+        legs[result.callid] = result
+    return NormalizedPage([legs[key] for key in sorted(legs)], rejects)
 
 
 def dedup(legs: Iterable[Cdr]) -> list[Cdr]:

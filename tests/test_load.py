@@ -15,7 +15,7 @@ from etl.config import AccountConfig
 from etl.db.accounts import upsert_accounts
 from etl.db.load import load_page
 from etl.db.models import cdrs, rejects
-from etl.normalize import Cdr, Reject, dedup, normalize
+from etl.normalize import SAME_CALLID, Cdr, Reject, dedup, normalize, normalize_page
 
 TZ = ZoneInfo("America/Costa_Rica")
 
@@ -52,6 +52,20 @@ def test_dedup_keeps_the_last_of_each_callid_in_callid_order() -> None:
     """Two rows with one callid in a page become one: the last read."""
     rows = dedup([cdr("b", duration=1), cdr("a"), cdr("b", duration=2)])
     assert [(r.callid, r.duration) for r in rows] == [("a", 10), ("b", 2)]
+
+
+def test_a_page_keeps_the_loser_of_two_differing_records_of_one_callid() -> None:
+    """In one answer, the same record twice is the duplicated-rows quirk: one leg, nothing
+    rejected. Two records of one callid that differ (callids are not proven unique): the
+    last is the leg, the earlier one a reject, kept whole, never silently dropped."""
+    same = normalize_page([record("a"), record("b"), record("a")], TZ)
+    assert ([leg.callid for leg in same.legs], same.rejects) == (["a", "b"], [])
+    page = normalize_page([record("a", 1), record("a", 2), record("b"), record("a", 3)], TZ)
+    assert [(leg.callid, leg.duration) for leg in page.legs] == [("a", 3), ("b", 10)]
+    assert page.rejects == [
+        Reject(SAME_CALLID, record("a", 1), "a"),
+        Reject(SAME_CALLID, record("a", 2), "a"),
+    ]
 
 
 def test_load_counts_inserted_updated_unchanged(engine: Engine) -> None:

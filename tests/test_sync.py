@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -18,9 +19,10 @@ from etl import wiring
 from etl.api.client import CdrApiClient, RetryPolicy
 from etl.backfill import backfill_account
 from etl.config import SyncSettings
-from etl.db.models import cdrs, runs, watermarks
+from etl.db.models import cdrs, rejects, runs, watermarks
 from etl.db.state import RunFigures
 from etl.logs import ContextFilter
+from etl.normalize import SAME_CALLID
 from etl.pipeline import stoppable_sleep
 from etl.simulator import Faults
 from etl.sync import sync_account
@@ -331,3 +333,56 @@ def test_retry_lines_name_the_runs_account_and_run_id(engine: Engine, kind: str)
     assert len(retries) == 2
     assert all((r.__dict__.get("account"), r.__dict__.get("run_id")) == ("main", "run-1")
                for r in retries)  # fmt: skip
+
+
+class _Twins(httpx.BaseTransport):
+    """Forwards to the simulator; into each by-date answer with rows it puts, before its
+    first record, a record with the same callid and other content (API.md: callids are not
+    proven unique)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.twins: list[dict[str, object]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if "dateStart" not in request.url.params:
+            return response
+        rows = orjson.loads(response.read())
+        if rows:
+            twin = {**rows[0], "duration": 99_999, "end_reason": "TWIN"}
+            self.twins.append(twin)
+            rows.insert(0, twin)
+        return httpx.Response(200, content=orjson.dumps(rows))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_callid_served_twice_with_other_content_is_kept_in_rejects(engine: Engine) -> None:
+    """Two records of one answer share a callid and differ: the last one read is stored
+    (here the provider's true record), the other is kept whole in rejects and counted, and
+    the run goes on; nothing else changes."""
+    now = utc(2024, 6, 3, 18, 0, 0)
+    with world(engine, now=now) as w:
+        transport = _Twins()
+        client = CdrApiClient(w.server.url, transport=transport)
+        source = wiring.source(client, w.account, w.account_id, PASSWORD, page_size=50)
+        with client:
+            result = sync_account(engine, source, w.account, w.sync, now, "run-1")
+        assert result.status == "ok", result.error
+        assert transport.twins, "no answer had rows: the test proves nothing"
+        assert result.figures.rejected == len(transport.twins)
+        stored = w.stored()
+        assert all(stored[str(t["callid"])] != t for t in transport.twins)
+        assert_exact(w, local(now, "America/Costa_Rica") - w.sync.initial_lookback)
+        with engine.connect() as conn:
+            kept = conn.execute(
+                select(rejects.c.callid, rejects.c.reason, rejects.c.raw, rejects.c.times_seen)
+            ).all()
+    # one row per distinct record; the passes that read a window again count in times_seen
+    assert {row.raw["callid"] for row in kept} == {t["callid"] for t in transport.twins}
+    assert sum(row.times_seen for row in kept) == len(transport.twins)
+    assert all(row.raw["end_reason"] == "TWIN" for row in kept)
+    assert all(row.callid == str(row.raw["callid"]) for row in kept)
+    assert all(row.reason == SAME_CALLID for row in kept)
