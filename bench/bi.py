@@ -16,7 +16,8 @@
    v_daily_account equals the old derive-everything SQL on the last 30 days;
 4. times each dashboard query (one account, warm: one run to warm, then the median of
    `--runs`): 30 days of v_daily_account, a day of v_hourly_account, 30 days of
-   v_daily_endpoint, the unanswered calls of a day in v_inbound_calls, v_sync_health;
+   v_daily_endpoint, the unanswered calls of a day in v_inbound_calls, a day of v_call_legs,
+   v_sync_health;
 5. drops the database (unless --keep).
 """
 
@@ -63,6 +64,7 @@ QUERIES = {
     "v_inbound_calls, unanswered of 1 day": (
         "SELECT * FROM v_inbound_calls WHERE account_id = :a AND day = :d AND NOT answered"
     ),
+    "v_call_legs, 1 day": "SELECT * FROM v_call_legs WHERE account_id = :a AND day = :d",
     "v_sync_health": "SELECT * FROM v_sync_health",
     "v_concurrency_minute, 1 day": (
         "SELECT * FROM v_concurrency_minute WHERE account_id = :a "

@@ -233,6 +233,13 @@ class Leg:
         return None if self.call_start is None else self.call_start.astimezone(self.zone).date()
 
     @property
+    def hour_start(self) -> datetime | None:
+        if self.call_start is None:
+            return None
+        local = self.call_start.astimezone(self.zone)
+        return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+    @property
     def direction(self) -> str:
         if self.type == "incoming" or (self.type is None and self.role in ("trunk", "agent")):
             return "incoming"
@@ -412,15 +419,28 @@ def test_daily_endpoint_matches_the_raw_records(engine: Engine, world: World) ->
 
 
 def test_call_legs_classify_every_leg(engine: Engine, world: World) -> None:
-    """v_call_legs gives every leg the oracle's role, call, direction, endpoint and day."""
+    """v_call_legs gives every leg, in every column, what the oracle derives from the raw
+    records: its role, call, direction, endpoint, the CDR columns, and its call's day and
+    hour (read from the kept call_legs and rollup_5min since revision 0010)."""
     expected = {
         (world.ids[leg.account], leg.callid): {
-            "role": leg.role,
+            "account_id": world.ids[leg.account],
+            "account_name": leg.account,
+            "callid": leg.callid,
             "call_id": leg.call_id,
+            "role": leg.role,
             "direction": leg.direction,
             "endpoint": leg.endpoint[0],
+            "endpoint_name": leg.endpoint[1],
+            "type": leg.type,
+            "end_reason": leg.end_reason,
+            "duration": leg.duration,
+            "ring_time": leg.ring,
+            "answered": leg.answered,
+            "leg_start": leg.start,
             "call_start": leg.call_start,
             "day": leg.day,
+            "hour_start": leg.hour_start,
         }
         for leg in oracle_legs(world)
     }
@@ -429,6 +449,44 @@ def test_call_legs_classify_every_leg(engine: Engine, world: World) -> None:
     assert_same(actual, expected)
     roles = {row["role"] for row in actual.values()}
     assert roles == {"trunk", "agent", "single"}
+
+
+def test_a_day_of_call_legs_is_read_by_index_from_the_kept_data(
+    engine: Engine, world: World
+) -> None:
+    """v_call_legs reads no `cdrs` (whose per-query classification cost grew with the
+    account), and a day of one account can be read by index: `rollup_5min` by (account_id,
+    day), then `call_legs` by (account_id, bucket_start), not the account's every leg."""
+    reads = text(
+        "SELECT DISTINCT c.relname FROM pg_rewrite r JOIN pg_depend d ON d.objid = r.oid "
+        "JOIN pg_class c ON c.oid = d.refobjid WHERE r.ev_class = 'v_call_legs'::regclass "
+        "AND c.relname <> 'v_call_legs'"
+    )
+    day = min(leg.day for leg in oracle_legs(world) if leg.day is not None)
+    with engine.connect() as conn:
+        assert set(conn.execute(reads).scalars()) == {"accounts", "call_legs", "rollup_5min"}
+        conn.execute(text("SET LOCAL enable_seqscan = off"))  # tiny tables: ask for the path
+        plan = conn.execute(
+            text(
+                "EXPLAIN (FORMAT JSON) SELECT * FROM v_call_legs "
+                "WHERE account_id = :a AND day = :d"
+            ),
+            {"a": min(world.ids.values()), "d": day},
+        ).scalar_one()
+    scans: dict[str, tuple[str, str]] = {}
+
+    def walk(node: dict[str, Any]) -> None:
+        if "Relation Name" in node:
+            scans[node["Relation Name"]] = (node["Node Type"], node.get("Index Cond", ""))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    (rollup_scan, rollup_cond), (legs_scan, legs_cond) = scans["rollup_5min"], scans["call_legs"]
+    assert "Index" in rollup_scan, scans
+    assert "day" in rollup_cond, scans
+    assert "Index" in legs_scan, scans
+    assert "bucket_start" in legs_cond, scans
 
 
 def test_inbound_calls_match_the_raw_records(engine: Engine, world: World) -> None:

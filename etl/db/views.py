@@ -4,8 +4,8 @@ This module holds their current SQL. Migrations never import it: each revision h
 SQL it applied, frozen (0002 created the views, 0005 made v_daily_account, v_hourly_account,
 v_daily_endpoint and v_sync_health read the kept data of etl/db/rollup.py, 0006 added
 figures to the first two and v_concurrency_minute, 0007 made v_inbound_calls read
-`inbound_calls`). A later change to a view is a new revision holding its new SQL, generated
-from the constants here.
+`inbound_calls`, 0010 made v_call_legs read `call_legs`). A later change to a view is a
+new revision holding its new SQL, generated from the constants here.
 
 Rules shared by every view
 --------------------------
@@ -32,7 +32,7 @@ Rules shared by every view
 
 Views and their columns
 -----------------------
-`v_call_legs`: one row per CDR leg, classified (the building block of the others).
+`v_call_legs`: one row per CDR leg, classified (kept in `call_legs` by the load).
     account_id, account_name; callid; call_id (the call it belongs to: its trunk leg's
     callid for an agent leg, else its own callid); role (`trunk` | `agent` | `single`);
     direction (`incoming` | `outgoing`); endpoint, endpoint_name; type, end_reason,
@@ -126,11 +126,11 @@ CDRs, kept in `concurrency_minute` by the load).
     account_id, account_name, minute (timestamptz), local_minute (account's wall
     clock); samples; max_active, max_ringing, max_talking.
 
-Efficiency (v_call_legs, which derives from `cdrs` per query: 5-10 s whole on 1.6 M legs):
-v_call_legs finds each agent leg's trunk leg with one window over (account, link) (link =
-ref_callid of a trunk leg, original_callid of any other leg): one sort, no self-join (a
-hash join on original_callid degenerates on its many nulls) and no per-row subquery; a
-filter on `account_id` is pushed below the window. v_inbound_calls reads `inbound_calls`,
+Efficiency: no view derives calls from `cdrs` per query. v_call_legs reads `call_legs`,
+kept by the load (before revision 0010 it classified the account's whole `cdrs` on every
+query: 5-10 s on 1.6 M legs); its day and hour are those of the call's 5-minute bucket in
+`rollup_5min`, so a filter on `day` is an index range of `rollup_5min` (account_id, day)
+and then of `call_legs` (account_id, bucket_start). v_inbound_calls reads `inbound_calls`,
 kept by the load (etl/db/rollup.py): a day's calls are one index range of (account_id, day)
 or (account_id, started_at). v_sync_health does one indexed lookup per account (accounts
 are few; runs and cdrs are many).
@@ -204,105 +204,43 @@ def _literal(text: str) -> str:
 
 # --- v_call_legs -------------------------------------------------------------------------
 
-_LEG_START = "coalesce({t}.detect_time, {t}.connect_time, {t}.disconnect_time)"
-
 V_CALL_LEGS = View(
     name="v_call_legs",
     comment=(
         "One row per CDR leg with its call (call_id), role (trunk, agent, single), "
         "direction, endpoint and the local day and hour of its call. Agent leg: not a "
         "trunk leg, original_callid = a trunk leg's ref_callid (same account); every other "
-        "leg is a call of its own."
+        "leg is a call of its own. Kept by the load in call_legs (cdr-etl rollup --rebuild "
+        "recomputes it)."
     ),
-    select=f"""
+    select="""
 SELECT
-    l.account_id,
-    l.account_name,
-    l.callid,
-    l.call_id,
-    l.role,
-    l.direction,
-    CASE WHEN l.direction = 'incoming' THEN l.dnis_user ELSE l.ani_user END AS endpoint,
+    k.account_id,
+    a.name AS account_name,
+    k.callid,
+    k.call_id,
+    k.role,
+    k.direction,
+    CASE WHEN k.direction = 'incoming' THEN k.dnis_user ELSE k.ani_user END AS endpoint,
     CASE
-        WHEN l.direction = 'incoming' THEN l.name_endpoint_dnis
-        ELSE l.name_endpoint_ani
+        WHEN k.direction = 'incoming' THEN k.name_endpoint_dnis
+        ELSE k.name_endpoint_ani
     END AS endpoint_name,
-    l.type,
-    l.end_reason,
-    l.duration,
-    l.ring_time,
-    coalesce(l.duration, 0) > 0 AS answered,
-    l.leg_start,
-    l.call_start,
-    (l.call_start AT TIME ZONE l.timezone)::date AS day,
-    date_trunc('hour', l.call_start, l.timezone) AS hour_start
-FROM (
-    SELECT
-        c.account_id,
-        a.name AS account_name,
-        a.timezone,
-        c.callid,
-        CASE WHEN c.role = 'agent' THEN c.trunk_callid ELSE c.callid END AS call_id,
-        c.role,
-        CASE
-            WHEN c.type = 'incoming' THEN 'incoming'
-            WHEN c.type IS NULL AND c.role IN ('trunk', 'agent') THEN 'incoming'
-            ELSE 'outgoing'
-        END AS direction,
-        c.ani_user,
-        c.dnis_user,
-        c.name_endpoint_ani,
-        c.name_endpoint_dnis,
-        c.type,
-        c.end_reason,
-        c.duration,
-        c.ring_time,
-        c.leg_start,
-        CASE
-            WHEN c.role = 'agent' THEN coalesce(c.trunk_start, c.leg_start)
-            ELSE c.leg_start
-        END AS call_start
-    FROM (
-        SELECT
-            w.*,
-            CASE
-                WHEN w.is_trunk THEN 'trunk'
-                WHEN w.trunk_callid IS NOT NULL THEN 'agent'
-                ELSE 'single'
-            END AS role
-        FROM (
-            -- the legs sharing a link: a trunk leg (by ref_callid) and its agent legs (by
-            -- original_callid); one sort by (account, link) instead of a self-join
-            SELECT
-                k.*,
-                min(CASE WHEN k.is_trunk THEN k.callid END)
-                    OVER (PARTITION BY k.account_id, k.link) AS trunk_callid,
-                min(CASE WHEN k.is_trunk THEN k.leg_start END)
-                    OVER (PARTITION BY k.account_id, k.link) AS trunk_start
-            FROM (
-                SELECT
-                    cdrs.account_id,
-                    cdrs.callid,
-                    cdrs.ani_user,
-                    cdrs.dnis_user,
-                    cdrs.name_endpoint_ani,
-                    cdrs.name_endpoint_dnis,
-                    cdrs.type,
-                    cdrs.end_reason,
-                    cdrs.duration,
-                    cdrs.ring_time,
-                    {_LEG_START.format(t="cdrs")} AS leg_start,
-                    coalesce(cdrs.ref_callid, '0') <> '0' AS is_trunk,
-                    CASE
-                        WHEN coalesce(cdrs.ref_callid, '0') <> '0' THEN cdrs.ref_callid
-                        ELSE cdrs.original_callid
-                    END AS link
-                FROM cdrs
-            ) k
-        ) w
-    ) c
-    JOIN accounts a ON a.id = c.account_id
-) l
+    k.type,
+    k.end_reason,
+    k.duration,
+    k.ring_time,
+    coalesce(k.duration, 0) > 0 AS answered,
+    k.leg_start,
+    k.call_start,
+    r.day,
+    r.hour_start
+FROM call_legs k
+JOIN accounts a ON a.id = k.account_id
+-- the local day and hour of the call's 5-minute bucket, as kept with its figures: a filter
+-- on day is one index range of rollup_5min (account_id, day), then of call_legs
+-- (account_id, bucket_start), so a day's legs cost what they are, not the account's size
+LEFT JOIN rollup_5min r ON r.account_id = k.account_id AND r.bucket_start = k.bucket_start
 """,
     columns={
         "account_id": "accounts.id",
@@ -322,8 +260,10 @@ FROM (
         "answered": "duration > 0",
         "leg_start": "coalesce(detect_time, connect_time, disconnect_time)",
         "call_start": "start of the leg's call (its trunk leg's start for an agent leg)",
-        "day": "the call's start date on the account's clock (accounts.timezone)",
-        "hour_start": "start of the call's hour on the account's clock",
+        "day": "the call's start date on the account's clock (accounts.timezone), as kept "
+        "with the figures of v_daily_account",
+        "hour_start": "start of the call's hour on the account's clock, as kept with the "
+        "figures of v_hourly_account",
     },
 )
 
