@@ -17,8 +17,11 @@ skips a row at a page boundary and reads another twice. So a window is read in t
    sub-windows (cut where the walk's rows say about 3/4 of a page falls), each read as
    ONE page at `ini=0`. A page that comes back with fewer rows than the page size and
    than any page cap seen holds the whole sub-window, in whatever order: no boundary can
-   cut through it. A full answer is split in two and read again. A single second that
-   fills a page cannot be split: a `FatalSourceError`, never a silent completion.
+   cut through it. A full answer is split in two and read again. A single second whose
+   ask (with a second either side, below) fills a page is asked alone, `[t, t]`: rows in
+   that answer prove the bounds inclusive, so a short one holds the whole second (an empty
+   one counts once some answer to `[t, t]` has proven them so). A second that still cannot
+   be read in one short page is a `FatalSourceError`, never a silent completion.
    Every callid the walk met must come back in the order-proof read (it asks for the same
    seconds), or the server answers the same range differently: a `FatalSourceError` too.
 
@@ -36,6 +39,7 @@ and the requests their order-proof reads cost.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -161,33 +165,64 @@ class _OrderProofRead:
         self.walk = walk
         self.limit = min(page_size, walk.cap or page_size)
         self.found: set[object] = set()
+        self.inclusive = False  # a second asked alone, [t, t], came back with rows
+        self.unproven: list[tuple[datetime, int]] = []  # seconds alone that came back empty
 
     def read(self, start: datetime, end: datetime) -> Iterator[list[Record]]:
         pending = list(reversed(_plan(start, end, self.walk.times, self.limit)))
         while pending:  # depth first, so sub-windows come in time order
             lo, hi = pending.pop()
             page = _ask(self.client, self.creds, lo, hi, 0, self.page_size, self.stats)
+            if len(page) >= self.limit and lo == hi:
+                page = self._second_alone(lo, len(page))
             if len(page) < self.limit:
                 self.found.update(_key(record) for record in page)
                 if page:
                     yield page
                 continue
-            if lo == hi:
-                raise FatalSourceError(
-                    f"{self.walk.name}: {len(page)} or more records lie in the seconds "
-                    f"{_span(lo - _SECOND, hi + _SECOND)} (a second is asked with one either "
-                    f"side: the server's bounds may be exclusive), more than one page holds "
-                    f"({self.limit}); "
-                    "the server's order moves between requests, so they cannot be read "
-                    "completely (raise api.page_size if the server allows bigger pages)"
-                )
             pending.extend(reversed(_halves(lo, hi)))
+        if self.unproven and not self.inclusive and not self._proven_inclusive(start, end):
+            second, around = self.unproven[0]
+            raise self._unreadable(second, around, "empty (the server may exclude its bounds)")
         missing = len(self.walk.keys - self.found)
         if missing:
             raise FatalSourceError(
                 f"{self.walk.name}: the read by sub-windows lacks {missing} record(s) the "
                 "paged read returned for the same seconds"
             )
+
+    def _second_alone(self, second: datetime, around: int) -> list[Record]:
+        """One second whose ask with a second either side came back full, asked alone:
+        [t, t]. Rows in that answer prove the server's bounds inclusive, so a short one
+        holds all of the second. An empty one proves nothing until some other second's
+        answer has proven the bounds inclusive (an exclusive server answers [t, t] with
+        nothing): the read fails at its end if none has. A full one fails at once."""
+        page = self.client.fetch_page(self.creds, second, second, 0, self.page_size, self.stats)
+        if len(page) >= self.limit:
+            raise self._unreadable(second, around, "full")
+        if page:
+            self.inclusive = True
+        else:
+            self.unproven.append((second, around))
+        return page
+
+    def _proven_inclusive(self, start: datetime, end: datetime) -> bool:
+        """One request that may prove the bounds inclusive: the second of the window where
+        the walk met most rows (by detect time), asked alone for one row."""
+        seconds = Counter(t for t in self.walk.times if _fmt(start) <= t <= _fmt(end))
+        busiest = _parse(seconds.most_common(1)[0][0]) if seconds else None
+        if busiest is None:
+            return False
+        return bool(self.client.fetch_page(self.creds, busiest, busiest, 0, 1, self.stats))
+
+    def _unreadable(self, second: datetime, around: int, alone: str) -> FatalSourceError:
+        return FatalSourceError(
+            f"{self.walk.name}: {around} or more records lie in the seconds "
+            f"{_span(second - _SECOND, second + _SECOND)}, more than one page holds "
+            f"({self.limit}), and the second {_fmt(second)} asked alone came back {alone}; "
+            "the server's order moves between requests, so they cannot be read "
+            "completely (raise api.page_size if the server allows bigger pages)"
+        )
 
 
 def _plan(
