@@ -433,6 +433,7 @@ def normalize_page(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> Normal
     """Normalize every record of a page and dedup the legs by callid (pure; never raises).
     Every job reads its pages through this one function."""
     legs: dict[str, Cdr] = {}
+    lost: dict[str, dict[str, Cdr]] = {}  # callid -> content hash -> a version read before
     rejects: list[Reject] = []
     for record in records:
         result = normalize(record, tz)
@@ -441,8 +442,11 @@ def normalize_page(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> Normal
             continue
         earlier = legs.get(result.callid)
         if earlier is not None and earlier.content_hash != result.content_hash:
-            rejects.append(Reject(SAME_CALLID, earlier.raw, earlier.callid))
+            lost.setdefault(result.callid, {})[earlier.content_hash] = earlier
         legs[result.callid] = result
+    for callid, versions in lost.items():
+        versions.pop(legs[callid].content_hash, None)  # read again last: it is the one stored
+        rejects += [Reject(SAME_CALLID, leg.raw, callid) for leg in versions.values()]
     return NormalizedPage([legs[key] for key in sorted(legs)], rejects)
 
 

@@ -89,7 +89,7 @@ class VerifyResult:
     different: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     repaired: int = 0  # rows the repair inserted or rewrote
-    rejected: int = 0  # served records that did not normalize
+    rejected: int = 0  # served records that did not normalize, or lost to a twin callid
     pending: int = 0  # served CDRs newer than the sync's newest watermark: not due yet
     requests: int = 0
     retries: int = 0

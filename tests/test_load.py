@@ -66,6 +66,9 @@ def test_a_page_keeps_the_loser_of_two_differing_records_of_one_callid() -> None
         Reject(SAME_CALLID, record("a", 1), "a"),
         Reject(SAME_CALLID, record("a", 2), "a"),
     ]
+    again = normalize_page([record("a", 1), record("a", 2), record("a", 1)], TZ)  # quirk + twin
+    assert [leg.duration for leg in again.legs] == [1]
+    assert again.rejects == [Reject(SAME_CALLID, record("a", 2), "a")]
 
 
 def test_load_counts_inserted_updated_unchanged(engine: Engine) -> None:

@@ -1,21 +1,24 @@
 """The kept BI data equals a full recomputation from `cdrs` after every committed page.
 
 The oracle is the views' old SQL, which derived every figure from all of `cdrs` per query:
-it is taken as frozen in revision 0002 and created here as temporary views (oracle_*),
-then compared row for row with the views that read the kept tables. The loads go through
-the real `load_page` (both its COPY and its upsert path), in pages whose order puts agent
-legs before their trunk legs, with CDRs updated later (talk time, end reason, a start moved
-to another hour and day, a trunk leg that stops being one), on New York's fall-back day,
-with two writers at once, in the provider's order cut through calls, and after a rebuild
-(after a change of timezone, or of CDRs deleted by hand). The rollup tables are also
-checked row for row against their recomputation, and call_legs' copy of the CDR columns
-against cdrs; deleting an account deletes all it kept.
+it is taken as frozen in revision 0002 and created here as temporary views (oracle_*, those
+that read v_call_legs reading oracle_call_legs, the old classification of `cdrs`, never
+the kept one), then compared row for row with the views that read the kept tables (and
+v_call_legs itself with oracle_call_legs). The loads go through the real `load_page`
+(both its COPY and its upsert path), in pages whose order puts agent legs before their
+trunk legs, with CDRs updated later (talk time, end reason, a start moved to another hour
+and day, a trunk leg that stops being one), on New York's fall-back day, with two writers
+at once, in the provider's order cut through calls, and after a rebuild (after a change
+of timezone, or of CDRs deleted by hand). The rollup tables are also checked row for row
+against their recomputation, and call_legs' copy of the CDR columns against cdrs;
+deleting an account deletes all it kept.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import random
+import re
 import threading
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
@@ -40,6 +43,7 @@ NY = "America/New_York"
 CR = "America/Costa_Rica"
 FALL_BACK_HOUR = 1_730_613_600 // 3600  # 2024-11-03 06:00 UTC: 01:00-02:00 EST repeats in NY
 COMPARED = {
+    "v_call_legs": "account_id, callid",
     "v_daily_account": "account_id, day",
     "v_hourly_account": "account_id, hour_start",
     "v_daily_endpoint": "account_id, day, endpoint NULLS FIRST",
@@ -66,10 +70,14 @@ def _frozen_0002() -> list[str]:
     return list(module.UPGRADE)
 
 
-ORACLE_SQL = [
-    statement.replace(f"CREATE VIEW {name} AS", f"CREATE TEMPORARY VIEW oracle_{name[2:]} AS")
-    for statement in _frozen_0002()
+ORACLE_SQL = [  # v_call_legs first: the others read it, as oracle_call_legs (revision 0002's)
+    re.sub(
+        r"\bv_call_legs\b",
+        "oracle_call_legs",
+        statement.replace(f"CREATE VIEW {name} AS", f"CREATE TEMPORARY VIEW oracle_{name[2:]} AS"),
+    )
     for name in COMPARED
+    for statement in _frozen_0002()
     if statement.startswith(f"CREATE VIEW {name} AS")
 ]
 

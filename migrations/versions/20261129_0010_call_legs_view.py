@@ -11,9 +11,10 @@ revisions 0005 and 0008, so the view now reads them, with the local day and hour
 call's 5-minute bucket as `rollup_5min` keeps them (the ones v_daily_account and
 v_hourly_account count the call in): a filter on `day` is an index range of `rollup_5min`
 (account_id, day), then of `call_legs` (account_id, bucket_start). Same name, columns and
-types. No table changes and nothing is filled, so the writers may keep running. The SQL is
-frozen here as applied (generated once from etl/db/views.py); the downgrade puts back the
-view of revision 0002.
+types, so the view is replaced in place (CREATE OR REPLACE): grants made on it and views
+built on it by hand stay. No table changes and nothing is filled, so the writers may keep
+running. The SQL is frozen here as applied (generated once from etl/db/views.py, with OR
+REPLACE); the downgrade puts back the view of revision 0002 the same way.
 """
 
 # ruff: noqa: E501  (frozen SQL pasted verbatim: its long COMMENT lines stay as applied)
@@ -28,11 +29,9 @@ down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-DROP_VIEW = "DROP VIEW IF EXISTS v_call_legs"
-
 # fmt: off
 NEW_VIEW: list[str] = [
-    """CREATE VIEW v_call_legs AS
+    """CREATE OR REPLACE VIEW v_call_legs AS
 SELECT
     k.account_id,
     a.name AS account_name,
@@ -81,7 +80,7 @@ LEFT JOIN rollup_5min r ON r.account_id = k.account_id AND r.bucket_start = k.bu
 ]
 
 OLD_VIEW: list[str] = [
-    """CREATE VIEW v_call_legs AS
+    """CREATE OR REPLACE VIEW v_call_legs AS
 SELECT
     l.account_id,
     l.account_name,
@@ -198,8 +197,8 @@ def _run(statements: list[str]) -> None:
 
 
 def upgrade() -> None:
-    _run([DROP_VIEW, *NEW_VIEW])
+    _run(NEW_VIEW)
 
 
 def downgrade() -> None:
-    _run([DROP_VIEW, *OLD_VIEW])
+    _run(OLD_VIEW)
