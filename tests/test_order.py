@@ -129,29 +129,36 @@ def on_the_second(records: dict[str, dict[str, object]], *moments: datetime) -> 
     return {k for k, record in records.items() if record.get("detect_time") in wanted}
 
 
-@pytest.mark.parametrize("bounds", BOUNDS)
-@pytest.mark.parametrize("order", ["sorted", "unordered"])
+@pytest.mark.parametrize(
+    ("bounds", "order"),
+    [*((bounds, "sorted") for bounds in BOUNDS), ("exclusive", "unordered")],
+)
 def test_every_second_is_stored_whatever_the_servers_date_bounds(
     engine: Engine, bounds: Bounds, order: Order
 ) -> None:
     """API.md does not say whether dateStart and dateEnd are inclusive. Whatever they are
-    (both, neither, only one), a backfill and a sync store the CDRs that lie exactly on a
-    window's boundary second and on its sub-windows' cuts, and nothing beyond the second
-    next to the range asked."""
+    (both, neither, only one), a backfill and then a sync store the CDRs that lie exactly
+    on the range's first and last seconds, on the windows' shared boundaries and (under a
+    moving order) on the sub-windows' cuts, and nothing beyond the second next to the range
+    asked."""
     with world(
-        engine, now=START, days=HISTORY, calls_per_hour=BUSY * 2, order=order, bounds=bounds
+        engine, now=START, days=HISTORY, calls_per_hour=BUSY, order=order, bounds=bounds
     ) as w:
         w.page_size = 200
-        end = local(START, w.account.timezone) - timedelta(hours=1)
-        start = end - timedelta(hours=3)
-        cuts = [start + timedelta(hours=h) for h in range(4)]
-        assert len(on_the_second(w.truth(start, end), *cuts)) >= 4, "no CDR on a boundary"
-        backfill(w, start, end, timedelta(hours=1))
+        last = local(START, w.account.timezone) - timedelta(hours=1)
+        near = sorted({r["detect_time"] for r in w.truth(last - timedelta(hours=2), last).values()})
+        start, end = datetime.fromisoformat(near[0]), datetime.fromisoformat(near[-1])
+        window = timedelta(minutes=20)  # five boundaries shared inside the range
+        inside = [start + window * k for k in range(1, 6)]
+        assert on_the_second(w.truth(start, end), *inside), "no CDR on a shared boundary"
+        backfill(w, start, end, window)  # a CDR on its first and on its last second
         assert_stored_exactly(w, start, end)
         second = timedelta(seconds=1)
         assert set(w.stored()) <= set(w.truth(start - second, end + second))
-        w.clock.advance(minutes=90)  # the sync starts where the backfill ended
-        w.sync = SyncSettings(passes=(timedelta(minutes=2),), initial_lookback=timedelta(hours=2.5))
+        assert (disturbed(engine)[0] > 0) == (order == "unordered")  # sub-windows were read
+        w.clock.advance(minutes=40)  # the sync starts on the backfill's last second
+        lookback = local(w.clock.now, w.account.timezone) - end
+        w.sync = SyncSettings(passes=(timedelta(minutes=2),), initial_lookback=lookback)
         assert w.run().status == "ok"
         assert_stored_exactly(w, start, watermark(engine))
 
