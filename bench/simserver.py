@@ -82,8 +82,17 @@ def main(argv: list[str] | None = None) -> int:
             "hours": hours,
             "legs": legs,
         }
-        # what a whole read of the range holds (distinct callids): "exact" means this many
+        # what a whole read of the range holds (distinct callids), and with the second next
+        # to each end (every request asks for it too): "exact" means a count between the two
         ready["served"] = len(sim.truth_between(account.username, ready["start"], ready["end"]))
+        second = timedelta(seconds=1)
+        ready["around"] = len(
+            sim.truth_between(
+                account.username,
+                f"{START.astimezone(tz) - second:%Y-%m-%d %H:%M:%S}",
+                f"{end.astimezone(tz):%Y-%m-%d %H:%M:%S}",
+            )
+        )
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         while not stop.wait(0.5):
