@@ -106,9 +106,9 @@ class LiveSnapshot:
 
 
 def classify(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> LiveSnapshot:
-    """Pure: normalize, dedup by callid (last wins: a leg may change state within one
-    answer), and sort the legs into ringing, talking and just ended; records that do not
-    normalize are counted in `rejected`."""
+    """Pure: normalize, dedup by callid (a leg listed twice in other states counts once,
+    in the later one: ringing < talking < ended), and sort the legs into ringing, talking
+    and just ended; records that do not normalize are counted in `rejected`."""
     page = normalize_page(records, tz)
     snapshot = LiveSnapshot(rejected=sum(r.reason != SAME_CALLID for r in page.rejects))
     for leg in page.legs:

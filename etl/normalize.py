@@ -415,15 +415,30 @@ def normalize(raw: Mapping[str, Any], tz: ZoneInfo) -> Cdr | Reject:
 
 
 SAME_CALLID = (
-    "a later record of the same answer has this callid and other content (the provider "
-    "does not promise unique callids): that one is stored in cdrs, this one kept here"
+    "another record of the same answer has this callid and other content, and reads as the "
+    "later one (the provider does not promise unique callids): that one is stored in cdrs, "
+    "this one kept here"
 )
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+def _lateness(leg: Cdr) -> tuple[datetime, datetime, datetime, int, str]:
+    """Which of two differing records of one callid reads as the later: by start, then
+    connect, disconnect, duration (a ringing leg < talking < ended), then content hash, so
+    the choice does not depend on the order of the answer."""
+    return (
+        leg.detect_time or _NO_TIME,
+        leg.connect_time or _NO_TIME,
+        leg.disconnect_time or _NO_TIME,
+        leg.duration or 0,
+        leg.content_hash,
+    )
 
 
 class NormalizedPage(NamedTuple):
-    """A page of raw records, normalized: one leg per callid (the last one served wins),
-    sorted by callid, and the records that did not normalize or lost to a later record
-    of the same callid with other content (`SAME_CALLID`)."""
+    """A page of raw records, normalized: one leg per callid, sorted by callid, and the
+    records that did not normalize or lost to another record of the same callid with
+    other content that reads as the later one (`SAME_CALLID`, `_lateness`)."""
 
     legs: list[Cdr]
     rejects: list[Reject]
@@ -440,12 +455,16 @@ def normalize_page(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> Normal
         if not isinstance(result, Cdr):
             rejects.append(result)
             continue
-        earlier = legs.get(result.callid)
-        if earlier is not None and earlier.content_hash != result.content_hash:
-            lost.setdefault(result.callid, {})[earlier.content_hash] = earlier
-        legs[result.callid] = result
+        kept = legs.get(result.callid)
+        if kept is None or kept.content_hash == result.content_hash:
+            legs[result.callid] = result  # new, or the same record again (the quirk)
+            continue
+        loser = result
+        if _lateness(result) > _lateness(kept):
+            legs[result.callid], loser = result, kept
+        lost.setdefault(result.callid, {})[loser.content_hash] = loser
     for callid, versions in lost.items():
-        versions.pop(legs[callid].content_hash, None)  # read again last: it is the one stored
+        versions.pop(legs[callid].content_hash, None)
         rejects += [Reject(SAME_CALLID, leg.raw, callid) for leg in versions.values()]
     return NormalizedPage([legs[key] for key in sorted(legs)], rejects)
 

@@ -56,8 +56,9 @@ def test_dedup_keeps_the_last_of_each_callid_in_callid_order() -> None:
 
 def test_a_page_keeps_the_loser_of_two_differing_records_of_one_callid() -> None:
     """In one answer, the same record twice is the duplicated-rows quirk: one leg, nothing
-    rejected. Two records of one callid that differ (callids are not proven unique): the
-    last is the leg, the earlier one a reject, kept whole, never silently dropped."""
+    rejected. Records of one callid that differ (callids are not proven unique): the one
+    that reads as the later (here: the longer) is the leg, whatever the order of the
+    answer, and the others are rejects, kept whole, never silently dropped."""
     same = normalize_page([record("a"), record("b"), record("a")], TZ)
     assert ([leg.callid for leg in same.legs], same.rejects) == (["a", "b"], [])
     page = normalize_page([record("a", 1), record("a", 2), record("b"), record("a", 3)], TZ)
@@ -66,9 +67,17 @@ def test_a_page_keeps_the_loser_of_two_differing_records_of_one_callid() -> None
         Reject(SAME_CALLID, record("a", 1), "a"),
         Reject(SAME_CALLID, record("a", 2), "a"),
     ]
-    again = normalize_page([record("a", 1), record("a", 2), record("a", 1)], TZ)  # quirk + twin
-    assert [leg.duration for leg in again.legs] == [1]
-    assert again.rejects == [Reject(SAME_CALLID, record("a", 2), "a")]
+    backwards = normalize_page([record("a", 3), record("b"), record("a", 2), record("a", 1)], TZ)
+    assert backwards.legs == page.legs
+    assert backwards.rejects == [
+        Reject(SAME_CALLID, record("a", 2), "a"),
+        Reject(SAME_CALLID, record("a", 1), "a"),
+    ]
+    again = normalize_page([record("a", 2), record("a", 1), record("a", 2)], TZ)  # quirk + twin
+    assert [leg.duration for leg in again.legs] == [2]
+    assert again.rejects == [Reject(SAME_CALLID, record("a", 1), "a")]
+    later = normalize_page([record("a", 9), record("a", 1, detect_time="2024-03-01 10:00:01")], TZ)
+    assert [leg.duration for leg in later.legs] == [1]  # the later start wins over duration
 
 
 def test_load_counts_inserted_updated_unchanged(engine: Engine) -> None:

@@ -336,9 +336,9 @@ def test_retry_lines_name_the_runs_account_and_run_id(engine: Engine, kind: str)
 
 
 class _Twins(httpx.BaseTransport):
-    """Forwards to the simulator; into each by-date answer with rows it puts, before its
-    first record, a record with the same callid and other content (API.md: callids are not
-    proven unique)."""
+    """Forwards to the simulator; to each by-date answer with rows it adds, last, a record
+    with its first record's callid and other content that starts a day earlier (API.md:
+    callids are not proven unique)."""
 
     def __init__(self) -> None:
         self.inner = httpx.HTTPTransport()
@@ -349,10 +349,11 @@ class _Twins(httpx.BaseTransport):
         if "dateStart" not in request.url.params:
             return response
         rows = orjson.loads(response.read())
-        if rows:
-            twin = {**rows[0], "duration": 99_999, "end_reason": "TWIN"}
+        if rows and rows[0]["detect_time"]:
+            earlier = datetime.fromisoformat(rows[0]["detect_time"]) - timedelta(days=1)
+            twin = {**rows[0], "detect_time": f"{earlier:%Y-%m-%d %H:%M:%S}", "end_reason": "TWIN"}
             self.twins.append(twin)
-            rows.insert(0, twin)
+            rows.append(twin)
         return httpx.Response(200, content=orjson.dumps(rows))
 
     def close(self) -> None:
@@ -360,9 +361,9 @@ class _Twins(httpx.BaseTransport):
 
 
 def test_a_callid_served_twice_with_other_content_is_kept_in_rejects(engine: Engine) -> None:
-    """Two records of one answer share a callid and differ: the last one read is stored
-    (here the provider's true record), the other is kept whole in rejects and counted, and
-    the run goes on; nothing else changes."""
+    """Two records of one answer share a callid and differ: the one that reads as the later
+    is stored (here the provider's true record, though the twin is read last), the other
+    is kept whole in rejects and counted, and the run goes on; nothing else changes."""
     now = utc(2024, 6, 3, 18, 0, 0)
     with world(engine, now=now) as w:
         transport = _Twins()
