@@ -182,7 +182,7 @@ def test_held_lock_skips_without_asking_the_api(engine: Engine) -> None:
 
 
 def test_classify_dedups_and_counts_rejects() -> None:
-    """Pure classification: a callid served twice counts once (last wins), a record
+    """Pure classification: a callid served twice counts once (in its later state), a record
     without callid is a reject, no-value times mean unset."""
     tz = ZoneInfo("America/Costa_Rica")
     base: dict[str, Any] = {"detect_time": "2024-06-03 09:00:00", "duration": "0", "ring_time": "0"}
