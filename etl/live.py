@@ -10,7 +10,8 @@ A live answer has no status field; each leg is classified by its times (callmywa
     connect_time set      -> talking
     otherwise             -> ringing
 
-Legs are deduplicated by `callid` (the last one served wins) before they are classified,
+Legs are deduplicated by `callid` (of differing records, the one that reads as the later
+wins: `etl.normalize.normalize_page`) before they are classified,
 so every count is of distinct legs. A record that does not normalize (no callid, a time
 that does not parse...) is left out and counted in `rejected`, and not stored in the
 rejects table: a live snapshot is a picture of the moment, not a record of calls; the

@@ -1,8 +1,9 @@
 """`cdr-etl verify`: compare the provider's last 24 hours with the database, and repair.
 
 One request (`recent=1`: one unpaged answer, which the client gives its own, longer
-timeout), normalized and deduplicated by `callid` (the last one served wins), compared
-with the account's rows of `cdrs`:
+timeout), normalized and deduplicated by `callid` (of differing records, the one that
+reads as the later is compared, the others kept as rejects), compared with the account's
+rows of `cdrs`:
 
     missing    served, not stored (of the CDRs up to the sync's newest watermark: newer
                ones are counted as `pending`, not yet due; but a watermark that trails

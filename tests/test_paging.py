@@ -324,3 +324,21 @@ def test_busy_neighbouring_seconds_are_read(bounds: str) -> None:
     seconds = [10] * 12 + [11] * 12 + [12] * 12 + list(range(100, 3600, 5))
     server = ShufflingServer(seconds, "unordered", bounds=bounds)
     assert set(read(server, 20, RequestStats())) == {r["callid"] for r in server.rows}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_rows_of_the_neighbouring_seconds_do_not_fail_the_order_proof_read(seed: int) -> None:
+    """The walk asks a second beyond each end, so on an inclusive server it meets rows of
+    the neighbouring windows; a read by sub-windows that asks the edge seconds alone must
+    still account for them, not report them missing."""
+    seconds = [-1] * 8 + [0] * 5 + list(range(1, 30)) + [3600] * 5 + [3601] * 8
+    server = ShufflingServer(seconds, "ties", seed=seed)
+    stats = RequestStats()
+    got = set(read(server, 10, stats))
+    inside = {r["callid"] for r in server.rows if START <= _at(r) <= END}
+    assert inside <= got <= {r["callid"] for r in server.rows}
+    assert stats.disturbed == 1
+
+
+def _at(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(row["detect_time"])

@@ -13,17 +13,19 @@ skips a row at a page boundary and reads another twice. So a window is read in t
    is the proof that the order moved under the walk (rows repeated next to each other
    inside one page are the duplicated-rows quirk, and prove nothing). A disturbed walk
    still goes on to its end: its pages are real rows, and their times tell where to cut.
-2. **The order-proof read**, only for a disturbed window: the window is split into
-   sub-windows (cut where the walk's rows say about 3/4 of a page falls), each read as
-   ONE page at `ini=0`. A page that comes back with fewer rows than the page size and
-   than any page cap seen holds the whole sub-window, in whatever order: no boundary can
-   cut through it. A full answer is split in two and read again. A single second whose
-   ask (with a second either side, below) fills a page is asked alone, `[t, t]`: rows in
-   that answer prove the bounds inclusive, so a short one holds the whole second (an empty
-   one counts once some answer to `[t, t]` has proven them so). A second that still cannot
-   be read in one short page is a `FatalSourceError`, never a silent completion.
-   Every callid the walk met must come back in the order-proof read (it asks for the same
-   seconds), or the server answers the same range differently: a `FatalSourceError` too.
+2. **The order-proof read**, only for a disturbed window: the seconds the walk asked
+   (the window and a second either side, below) are split into sub-windows (cut where
+   the walk's rows say about 3/4 of a page falls), each read as ONE page at `ini=0`. A
+   page that comes back with fewer rows than the page size and than any page cap seen
+   holds the whole sub-window, in whatever order: no boundary can cut through it. A full
+   answer is split in two and read again. A single second whose ask (with a second
+   either side, below) fills a page is asked alone, `[t, t]`: rows in that answer prove
+   the bounds inclusive, so a short one holds the whole second (an empty one counts once
+   some answer to `[t, t]` has proven them so; times are whole seconds, as API.md shows
+   them). A second that still cannot be read in one short page is a `FatalSourceError`,
+   never a silent completion. Every callid the walk met must come back in the
+   order-proof read (it asks for the same seconds), or the server answers the same range
+   differently: a `FatalSourceError` too.
 
 Whether the server's date bounds are inclusive is not stated: every request asks for one
 second more at each end than the range it reads (`_ask`), so each second of the range is
@@ -91,7 +93,7 @@ def walk_window(
     before = stats.requests
     try:
         reader = _OrderProofRead(client, creds, page_size, walk, stats)
-        yield from reader.read(start, end)
+        yield from reader.read(start - _SECOND, end + _SECOND)  # the seconds the walk asked
     finally:
         stats.add_reread(stats.requests - before)
 
@@ -181,7 +183,7 @@ class _OrderProofRead:
                     yield page
                 continue
             pending.extend(reversed(_halves(lo, hi)))
-        if self.unproven and not self.inclusive and not self._proven_inclusive(start, end):
+        if self.unproven and not self.inclusive and not self._proven_inclusive():
             second, around = self.unproven[0]
             raise self._unreadable(second, around, "empty (the server may exclude its bounds)")
         missing = len(self.walk.keys - self.found)
@@ -206,10 +208,10 @@ class _OrderProofRead:
             self.unproven.append((second, around))
         return page
 
-    def _proven_inclusive(self, start: datetime, end: datetime) -> bool:
-        """One request that may prove the bounds inclusive: the second of the window where
-        the walk met most rows (by detect time), asked alone for one row."""
-        seconds = Counter(t for t in self.walk.times if _fmt(start) <= t <= _fmt(end))
+    def _proven_inclusive(self) -> bool:
+        """One request that may prove the bounds inclusive: the second where the walk met
+        most rows (by detect time), asked alone for one row."""
+        seconds = Counter(t for t in self.walk.times if _parse(t) is not None)
         busiest = _parse(seconds.most_common(1)[0][0]) if seconds else None
         if busiest is None:
             return False
