@@ -261,6 +261,8 @@ def test_every_second_is_read_whatever_the_servers_bounds(bounds: str, order: st
     stats = RequestStats()
     assert set(read(server, 20, stats)) == {r["callid"] for r in server.rows}
     assert stats.disturbed == (order != "sorted")
+    # and no request, the order-proof read's included, asks beyond a second past each end
+    assert all(START - SECOND <= lo <= hi <= END + SECOND for lo, hi, _, _ in server.asked)
 
 
 def test_the_duplicated_rows_quirk_inside_a_page_is_not_a_disturbance() -> None:

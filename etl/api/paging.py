@@ -171,10 +171,14 @@ class _OrderProofRead:
         self.unproven: list[tuple[datetime, int]] = []  # seconds alone that came back empty
 
     def read(self, start: datetime, end: datetime) -> Iterator[list[Record]]:
+        """Read [start, end], the range the walk asked: each sub-window is asked a second
+        wider at each end (as `_ask`), but never beyond that range, so the read covers the
+        seconds the walk's answers covered, whatever the bounds, and stores no others."""
         pending = list(reversed(_plan(start, end, self.walk.times, self.limit)))
         while pending:  # depth first, so sub-windows come in time order
             lo, hi = pending.pop()
-            page = _ask(self.client, self.creds, lo, hi, 0, self.page_size, self.stats)
+            ask = max(lo - _SECOND, start), min(hi + _SECOND, end)
+            page = self.client.fetch_page(self.creds, *ask, 0, self.page_size, self.stats)
             if len(page) >= self.limit and lo == hi:
                 page = self._second_alone(lo, len(page))
             if len(page) < self.limit:
