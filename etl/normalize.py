@@ -448,7 +448,7 @@ def normalize_page(records: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> Normal
     """Normalize every record of a page and dedup the legs by callid (pure; never raises).
     Every job reads its pages through this one function."""
     legs: dict[str, Cdr] = {}
-    lost: dict[str, dict[str, Cdr]] = {}  # callid -> content hash -> a version read before
+    lost: dict[str, dict[str, Cdr]] = {}  # callid -> content hash -> a version that lost
     rejects: list[Reject] = []
     for record in records:
         result = normalize(record, tz)
